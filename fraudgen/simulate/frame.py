@@ -1,0 +1,178 @@
+"""An integer-coded batch of transactions and its conversion to the Arrow contract.
+
+Generators fill numpy arrays of codes and numbers (cheap to build, shuffle and sort); strings are made
+once per shard at the very end, with fixed-width digit matrices instead of per-row formatting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fraudgen.schema import (
+    CHANNELS,
+    SCENARIOS,
+    STATUSES,
+    TRANSACTION_SCHEMA,
+    TRANSACTION_TYPES,
+    cents_text,
+    cents_to_decimal,
+    format_ids,
+    format_timestamps_us,
+    sha256_hex,
+    signature_messages,
+)
+from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, ID_PREFIX, ID_WIDTH, MCC_CODES, scramble
+
+TYPE = {name: i for i, name in enumerate(TRANSACTION_TYPES)}
+CHANNEL = {name: i for i, name in enumerate(CHANNELS)}
+STATUS = {name: i for i, name in enumerate(STATUSES)}
+
+
+@dataclass
+class Frame:
+    """Column arrays of equal length. ``-1`` means null for the integer id columns."""
+
+    user: np.ndarray  # global user index
+    card: np.ndarray  # card number or -1
+    merchant: np.ndarray  # merchant index or -1
+    mcc: np.ndarray  # index into MCC_CODES or -1 (set together with merchant)
+    counterparty: np.ndarray  # counterparty account number or -1
+    device: np.ndarray  # device number or -1
+    ip: np.ndarray  # IPv4 as int or -1
+    ts: np.ndarray  # µs since epoch, UTC
+    cents: np.ndarray  # amount in cents, > 0
+    currency: np.ndarray  # index into CURRENCY_CODES
+    ttype: np.ndarray  # index into TRANSACTION_TYPES
+    channel: np.ndarray  # index into CHANNELS
+    status: np.ndarray  # index into STATUSES
+    country: np.ndarray  # index into COUNTRY_CODES
+    lat: np.ndarray
+    lon: np.ndarray
+    is_fraud: np.ndarray
+    scenario: np.ndarray  # index into SCENARIOS or -1
+    case: np.ndarray  # global fraud case number or -1
+
+    @classmethod
+    def empty(cls, n: int) -> Frame:
+        """A frame of ``n`` legit-looking rows with every nullable column null, to be filled in."""
+        minus = np.full(n, -1, dtype=np.int64)
+        return cls(
+            user=np.zeros(n, np.int64),
+            card=minus.copy(),
+            merchant=minus.copy(),
+            mcc=np.full(n, -1, np.int16),
+            counterparty=minus.copy(),
+            device=minus.copy(),
+            ip=minus.copy(),
+            ts=np.zeros(n, np.int64),
+            cents=np.zeros(n, np.int64),
+            currency=np.zeros(n, np.int16),
+            ttype=np.zeros(n, np.int8),
+            channel=np.zeros(n, np.int8),
+            status=np.zeros(n, np.int8),
+            country=np.zeros(n, np.int16),
+            lat=np.zeros(n),
+            lon=np.zeros(n),
+            is_fraud=np.zeros(n, np.bool_),
+            scenario=np.full(n, -1, np.int8),
+            case=minus.copy(),
+        )
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @classmethod
+    def concat(cls, frames: list[Frame]) -> Frame:
+        if not frames:
+            return cls.empty(0)
+        return cls(**{f.name: np.concatenate([getattr(fr, f.name) for fr in frames]) for f in fields(cls)})
+
+    def take(self, order: np.ndarray) -> Frame:
+        return Frame(**{f.name: getattr(self, f.name)[order] for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class IdContext:
+    """What turns numbers into the printed identifiers of one shard."""
+
+    seed: int
+    batch_id: str
+    tenant_id: str
+    source: str
+    transaction_prefix: str  # e.g. ``t3f9a0c1b2d4e_00007_``; a row number is appended
+
+
+def _ids(kind: str, numbers: np.ndarray, seed: int) -> pa.StringArray:
+    valid = numbers >= 0
+    scrambled = scramble(np.where(valid, numbers, 0), kind, seed)
+    return format_ids(ID_PREFIX[kind], scrambled, ID_WIDTH[kind], None if valid.all() else valid)
+
+
+def _codes(table: tuple[str, ...], codes: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    dictionary = pa.array(table, pa.string())
+    indices = pa.array(codes.astype(np.int32), pa.int32(), mask=None if valid is None else ~valid)
+    return pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string())
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())
+
+
+def ip_text(ip: np.ndarray) -> pa.Array:
+    """Dotted-quad text; ``-1`` becomes null."""
+    valid = ip >= 0
+    safe = np.where(valid, ip, 0).astype(np.int64)
+    octets = [pa.array(((safe >> shift) & 0xFF).astype(np.int64)).cast(pa.string()) for shift in (24, 16, 8, 0)]
+    text = pc.binary_join_element_wise(*octets, ".")
+    return pc.if_else(pa.array(valid), text, pa.scalar(None, pa.string()))
+
+
+def frame_to_arrow(frame: Frame, ctx: IdContext, row_offset: int = 0) -> pa.Table:
+    """Materialise a frame as a contract table (with signatures), row ids numbered from ``row_offset``."""
+    n = len(frame)
+    seed = ctx.seed
+    rows = np.arange(row_offset, row_offset + n, dtype=np.int64)
+    transaction_id = format_ids(ctx.transaction_prefix, rows, 9)
+    user_id = _ids("user", frame.user, seed)
+    account_id = _ids("account", frame.user, seed)
+    merchant_valid = frame.merchant >= 0
+    merchant_id = _ids("merchant", frame.merchant, seed)
+    merchant_category = _codes(MCC_CODES, np.maximum(frame.mcc, 0), merchant_valid)
+    currency = _codes(CURRENCY_CODES, frame.currency)
+    ttype = _codes(TRANSACTION_TYPES, frame.ttype)
+    amount_txt = cents_text(frame.cents)
+    ts_txt = format_timestamps_us(frame.ts)
+    signature = sha256_hex(signature_messages(user_id, amount_txt, currency, ts_txt, merchant_id, ttype))
+    scenario_valid = frame.scenario >= 0
+    columns = {
+        "transaction_id": transaction_id,
+        "batch_id": _constant(ctx.batch_id, n),
+        "tenant_id": _constant(ctx.tenant_id, n),
+        "timestamp": pa.array(frame.ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "user_id": user_id,
+        "account_id": account_id,
+        "card_id": _ids("card", frame.card, seed),
+        "merchant_id": merchant_id,
+        "merchant_category": merchant_category,
+        "counterparty_id": _ids("account", frame.counterparty, seed),
+        "amount": cents_to_decimal(frame.cents),
+        "currency": currency,
+        "transaction_type": ttype,
+        "channel": _codes(CHANNELS, frame.channel),
+        "status": _codes(STATUSES, frame.status),
+        "device_id": _ids("device", frame.device, seed),
+        "ip_address": ip_text(frame.ip),
+        "country": _codes(COUNTRY_CODES, frame.country),
+        "latitude": pa.array(np.round(frame.lat, 5)),
+        "longitude": pa.array(np.round(frame.lon, 5)),
+        "is_fraud": pa.array(frame.is_fraud, pa.bool_()),
+        "fraud_scenario": _codes(SCENARIOS, np.maximum(frame.scenario, 0), scenario_valid),
+        "fraud_case_id": _ids("case", frame.case, seed),
+        "source": _constant(ctx.source, n),
+        "signature": signature,
+    }
+    return pa.Table.from_arrays([columns[name] for name in TRANSACTION_SCHEMA.names], schema=TRANSACTION_SCHEMA)
