@@ -49,7 +49,7 @@ class GenerationRequest(BaseModel):
     scenario_mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCENARIO_MIX))
     start: datetime = DEFAULT_START
     end: datetime = DEFAULT_END
-    users: int | None = Field(default=None, ge=1, le=1_000_000_000, description="population size")
+    users: int | None = Field(default=None, ge=1, le=500_000_000, description="population size")
     countries: list[str] | None = Field(default=None, min_length=1, max_length=64)
     currency: str | None = Field(default=None, description="force one ISO 4217 currency for every row")
     engine: Literal["rules", "llm"] = "rules"
@@ -85,7 +85,8 @@ class GenerationRequest(BaseModel):
         upper = [c.upper() for c in countries]
         unknown = sorted(set(upper) - set(COUNTRY_CODES))
         if unknown:
-            raise ValueError(f"unsupported country code(s) {', '.join(unknown)}; supported: {', '.join(COUNTRY_CODES)}")
+            supported = ", ".join(COUNTRY_CODES)
+            raise ValueError(f"unsupported country code(s) {', '.join(unknown)}; supported: {supported}")
         return list(dict.fromkeys(upper))
 
     @field_validator("currency")
@@ -117,7 +118,7 @@ class GenerationRequest(BaseModel):
     @property
     def population(self) -> int:
         """Users in the synthetic world: ~60 transactions each over the window unless asked otherwise."""
-        return self.users if self.users is not None else max(50, self.rows // 60)
+        return self.users if self.users is not None else min(max(50, self.rows // 60), 500_000_000)
 
     def fingerprint(self) -> str:
         """SHA256 of the canonical request (batch id excluded): the identity of the data it produces."""

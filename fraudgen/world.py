@@ -96,10 +96,16 @@ def scramble(values: np.ndarray, kind: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 7_919, sorted(ID_WIDTH).index(kind)])
     a = int(rng.integers(1, 99_999)) * 10 + 3  # ends in 3: odd and not a multiple of 5
     b = int(rng.integers(0, modulus))
-    v = np.asarray(values, dtype=np.int64) % modulus
+    v = _mod(np.asarray(values, dtype=np.int64), modulus)
     # split the multiplication so a·x never overflows int64 (a < 10**6, x < 10**12)
-    hi, lo = np.divmod(v, 1_000_000)
-    return ((a * hi % modulus) * 1_000_000 + a * lo + b) % modulus
+    hi = v // 1_000_000
+    lo = v - hi * 1_000_000
+    return _mod(_mod(a * hi, modulus) * 1_000_000 + a * lo + b, modulus)
+
+
+def _mod(v: np.ndarray, m: int) -> np.ndarray:
+    """``v % m`` through floor division, which numpy vectorises for a constant divisor (``%`` it does not)."""
+    return v - (v // m) * m
 
 
 # --- merchants --------------------------------------------------------------------------------------------

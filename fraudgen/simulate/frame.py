@@ -19,9 +19,11 @@ from fraudgen.schema import (
     TRANSACTION_SCHEMA,
     TRANSACTION_TYPES,
     cents_text,
+    _string_array,
     cents_to_decimal,
     format_ids,
     format_timestamps_us,
+    masked_strings,
     sha256_hex,
     signature_messages,
 )
@@ -108,8 +110,11 @@ class IdContext:
 
 def _ids(kind: str, numbers: np.ndarray, seed: int) -> pa.StringArray:
     valid = numbers >= 0
-    scrambled = scramble(np.where(valid, numbers, 0), kind, seed)
-    return format_ids(ID_PREFIX[kind], scrambled, ID_WIDTH[kind], None if valid.all() else valid)
+    if valid.all():
+        return format_ids(ID_PREFIX[kind], scramble(numbers, kind, seed), ID_WIDTH[kind])
+    scrambled = np.zeros(numbers.shape[0], dtype=np.int64)
+    scrambled[valid] = scramble(numbers[valid], kind, seed)
+    return format_ids(ID_PREFIX[kind], scrambled, ID_WIDTH[kind], valid)
 
 
 def _codes(table: tuple[str, ...], codes: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
@@ -122,13 +127,30 @@ def _constant(value: str, n: int) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())
 
 
+#: Text of each octet value followed by a dot, left-aligned in 4 bytes, and the digits' length.
+_OCTET = np.array([list(f"{i}.".ljust(4).encode()) for i in range(256)], dtype=np.uint8)
+_OCTET_LEN = np.array([len(str(i)) for i in range(256)], dtype=np.int64)
+
+
 def ip_text(ip: np.ndarray) -> pa.Array:
-    """Dotted-quad text; ``-1`` becomes null."""
+    """Dotted-quad text; ``-1`` becomes null. Only the valid rows are formatted (most rows have no IP)."""
     valid = ip >= 0
-    safe = np.where(valid, ip, 0).astype(np.int64)
-    octets = [pa.array(((safe >> shift) & 0xFF).astype(np.int64)).cast(pa.string()) for shift in (24, 16, 8, 0)]
-    text = pc.binary_join_element_wise(*octets, ".")
-    return pc.if_else(pa.array(valid), text, pa.scalar(None, pa.string()))
+    picked = ip[valid].astype(np.int64)
+    out = np.empty((picked.shape[0], 16), dtype=np.uint8)
+    keep = np.zeros(out.shape, dtype=np.bool_)
+    column = np.arange(4)
+    for k, shift in enumerate((24, 16, 8, 0)):
+        octet = (picked >> shift) & 0xFF
+        out[:, 4 * k : 4 * k + 4] = _OCTET[octet]
+        keep[:, 4 * k : 4 * k + 4] = column < (_OCTET_LEN[octet] + (k < 3))[:, None]
+    text = masked_strings(out, keep)
+    if valid.all():
+        return text
+    offsets = np.zeros(ip.shape[0] + 1, dtype=np.int32)
+    lengths = np.zeros(ip.shape[0], dtype=np.int32)
+    lengths[valid] = np.diff(np.frombuffer(text.buffers()[1], dtype=np.int32)[: picked.shape[0] + 1])
+    np.cumsum(lengths, out=offsets[1:])
+    return _string_array(offsets, np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8), valid)
 
 
 def frame_to_arrow(frame: Frame, ctx: IdContext, row_offset: int = 0) -> pa.Table:
