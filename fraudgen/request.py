@@ -53,7 +53,7 @@ class GenerationRequest(BaseModel):
     countries: list[str] | None = Field(default=None, min_length=1, max_length=64)
     currency: str | None = Field(default=None, description="force one ISO 4217 currency for every row")
     engine: Literal["rules", "llm"] = "rules"
-    shard_rows: int = Field(default=250_000, ge=1_000, le=5_000_000)
+    shard_rows: int = Field(default=250_000, ge=100, le=5_000_000)
 
     @field_validator("scenario_mix")
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -202,6 +203,11 @@ def conform(table: pa.Table) -> pa.Table:
 
 _DIGITS = np.frombuffer(b"0123456789", dtype=np.uint8)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX_PAIR = _HEX[np.arange(256) >> 4].astype(np.uint16) | (_HEX[np.arange(256) & 15].astype(np.uint16) << 8)
+#: Hex text of every little-endian uint16 (its low byte first), as one uint32 word of 4 ASCII characters.
+_HEX4 = _HEX_PAIR[np.arange(65_536) & 0xFF].astype(np.uint32) | (
+    _HEX_PAIR[np.arange(65_536) >> 8].astype(np.uint32) << 16
+)
 
 
 def format_timestamps_us(micros: np.ndarray) -> pa.StringArray:
@@ -249,7 +255,7 @@ _PAIR = np.array([int.from_bytes(f"{i:02d}".encode(), "little") for i in range(1
 
 
 def _field_view(out: np.ndarray, start: int, dtype: str) -> np.ndarray:
-    """A (possibly unaligned) view of the bytes ``out[:, start:start + itemsize]`` of every row as one word."""
+    """A (possibly unaligned) view of bytes ``out[:, start:start + itemsize]`` of every row as one word."""
     if not out.flags.c_contiguous:
         raise ValueError("digit matrix must be C-contiguous")
     width = out.shape[1]
@@ -286,14 +292,19 @@ def fixed_width_strings(matrix: np.ndarray, valid: np.ndarray | None = None) -> 
     return _string_array(offsets, matrix, valid)
 
 
-def masked_strings(matrix: np.ndarray, keep: np.ndarray, valid: np.ndarray | None = None) -> pa.StringArray:
+def masked_strings(
+    matrix: np.ndarray, keep: np.ndarray, lengths: np.ndarray | None = None, valid: np.ndarray | None = None
+) -> pa.StringArray:
     """Row ``i`` is the bytes of ``matrix[i]`` where ``keep[i]`` is True, in order: variable-length text
-    (amounts, IPs) built as a padded matrix, then compacted in one boolean gather."""
+    (amounts, IPs) built as a padded matrix, then compacted in one boolean gather. ``lengths`` (the count
+    of True per row) saves a pass when the caller knows it."""
     offsets = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.count_nonzero(keep, axis=1), out=offsets[1:])
+    np.cumsum(np.count_nonzero(keep, axis=1) if lengths is None else lengths, out=offsets[1:])
     if offsets[-1] >= 2**31:
         raise ValueError("string column over 2 GiB: generate smaller shards")
-    return _string_array(offsets.astype(np.int32), matrix[keep], valid)
+    # np.compress on the flat arrays is ~3x faster than boolean indexing on random masks
+    data = np.compress(keep.ravel(), np.ascontiguousarray(matrix).ravel())
+    return _string_array(offsets.astype(np.int32), data, valid)
 
 
 def _string_array(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray | None) -> pa.StringArray:
@@ -306,7 +317,9 @@ def _string_array(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray | Non
     return pa.StringArray.from_buffers(n, buffers[0], buffers[1], pa.py_buffer(bitmap), null_count)
 
 
-def format_ids(prefix: str, numbers: np.ndarray, width: int, valid: np.ndarray | None = None) -> pa.StringArray:
+def format_ids(
+    prefix: str, numbers: np.ndarray, width: int, valid: np.ndarray | None = None
+) -> pa.StringArray:
     """``prefix`` + zero-padded ``numbers`` as an Arrow string array (nulls where ``valid`` is False).
 
     Only the valid rows are formatted (most nullable id columns are mostly null); null rows get an empty
@@ -390,7 +403,7 @@ def cents_text(cents: pa.Array | pa.ChunkedArray | np.ndarray) -> pa.Array:
     out[:, 0] = ord("-")
     keep = np.arange(width + 3) >= first[:, None]
     keep[:, 0] = negative
-    return masked_strings(out, keep, valid)
+    return masked_strings(out, keep, digits + 3 + negative, valid)
 
 
 def signature_messages(
@@ -417,18 +430,21 @@ def sha256_hex(messages: pa.Array) -> pa.StringArray:
     n = len(messages)
     if n == 0:
         return pa.array([], pa.string())
+    offsets: np.ndarray
     if messages.type == pa.large_string():
-        offsets = np.frombuffer(messages.buffers()[1], dtype=np.int64)[messages.offset : messages.offset + n + 1]
+        offsets = np.frombuffer(messages.buffers()[1], dtype=np.int64)[
+            messages.offset : messages.offset + n + 1
+        ]
     else:
-        offsets = np.frombuffer(messages.buffers()[1], dtype=np.int32)[messages.offset : messages.offset + n + 1]
+        offsets = np.frombuffer(messages.buffers()[1], dtype=np.int32)[
+            messages.offset : messages.offset + n + 1
+        ]
     data = memoryview(messages.buffers()[2] or b"")
     sha = hashlib.sha256
     bounds = offsets.tolist()
-    digests = b"".join([sha(data[a:b]).digest() for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-    raw = np.frombuffer(digests, dtype=np.uint8).reshape(n, 32)
-    hexed = np.empty((n, 64), dtype=np.uint8)
-    hexed[:, 0::2] = _HEX[raw >> 4]
-    hexed[:, 1::2] = _HEX[raw & 0x0F]
+    digests = b"".join([sha(data[a:b]).digest() for a, b in pairwise(bounds)])
+    # two digest bytes → four hex characters per table lookup (np.take is faster than fancy indexing)
+    hexed = np.take(_HEX4, np.frombuffer(digests, dtype=np.uint16)).view(np.uint8).reshape(n, 64)
     return fixed_width_strings(hexed)
 
 

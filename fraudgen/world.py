@@ -81,7 +81,7 @@ WEEKDAY_WEIGHT = np.array([0.92, 0.94, 0.95, 0.97, 1.05, 1.12, 0.90])
 
 # --- identifier spaces ------------------------------------------------------------------------------------
 
-ID_WIDTH = {"user": 10, "account": 10, "card": 12, "device": 10, "merchant": 8, "case": 12}
+ID_WIDTH = {"user": 10, "account": 10, "card": 12, "device": 10, "merchant": 8, "case": 15}
 ID_PREFIX = {"user": "U", "account": "A", "card": "C", "device": "D", "merchant": "M", "case": "FC"}
 
 
@@ -138,9 +138,9 @@ def build_merchants(seed: int, users: int, countries: tuple[int, ...]) -> Mercha
     rng = np.random.default_rng([seed, 1])
     n = int(np.clip(users // 4, 200, 400_000))
     country_weight = COUNTRY_WEIGHT[list(countries)]
-    country = np.sort(np.asarray(countries, dtype=np.int16)[
-        categorical(rng, country_weight / country_weight.sum(), n)
-    ])
+    country = np.sort(
+        np.asarray(countries, dtype=np.int16)[categorical(rng, country_weight / country_weight.sum(), n)]
+    )
     mcc = categorical(rng, MCC_WEIGHT, n).astype(np.int16)
     lat = COUNTRY_LAT[country] + rng.normal(0.0, 1.5, n)
     lon = COUNTRY_LON[country] + rng.normal(0.0, 2.0, n)
@@ -164,7 +164,7 @@ class Users:
     home_lat: np.ndarray
     home_lon: np.ndarray
     spend_offset: np.ndarray  # log-scale multiplier of the user's typical amounts
-    activity: np.ndarray  # cumulative activity weights (for sampling users by how much they transact)
+    activity: InverseCdf  # cumulative activity weights (for sampling users by how much they transact)
     n_cards: np.ndarray
     n_devices: np.ndarray
     hour_shift: np.ndarray  # habitual shift of the daily rhythm, hours
@@ -180,11 +180,16 @@ class Users:
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Local user indices drawn in proportion to activity (heavy-tailed: a few users do a lot)."""
-        return np.searchsorted(self.activity, rng.random(n) * self.activity[-1], side="right")
+        return self.activity.search(rng.random(n) * self.activity.total)
+
+
+#: Users are drawn in fixed blocks, each from its own seed, so a user's habits depend only on the world key
+#: and the user's number — never on how the population is cut into shards (batches) or chunks (streams).
+USER_BLOCK = 1024
 
 
 def build_users(
-    rng: np.random.Generator,
+    key: int,
     first: int,
     count: int,
     countries: tuple[int, ...],
@@ -192,6 +197,36 @@ def build_users(
     start_us: int,
     end_us: int,
 ) -> Users:
+    """Users ``[first, first + count)`` of the world ``key``."""
+    first_block, last_block = first // USER_BLOCK, (first + max(count, 1) - 1) // USER_BLOCK
+    blocks = [
+        _user_block(key, b, countries, merchants, start_us, end_us) for b in range(first_block, last_block + 1)
+    ]
+    lo = first - first_block * USER_BLOCK
+    cols = {name: np.concatenate([blk[name] for blk in blocks])[lo : lo + count] for name in blocks[0]}
+    return Users(
+        first=first,
+        home_country=cols["home_country"],
+        home_lat=cols["home_lat"],
+        home_lon=cols["home_lon"],
+        spend_offset=cols["spend_offset"],
+        activity=InverseCdf.build(np.cumsum(cols["activity"])),
+        n_cards=cols["n_cards"],
+        n_devices=cols["n_devices"],
+        hour_shift=cols["hour_shift"],
+        travel_rate=cols["travel_rate"],
+        salary_cents=cols["salary_cents"],
+        active_from=cols["active_from"],
+        favourite_merchants=cols["favourite_merchants"],
+        payees=cols["payees"],
+    )
+
+
+def _user_block(
+    key: int, block: int, countries: tuple[int, ...], merchants: Merchants, start_us: int, end_us: int
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([key, 2, block])
+    count = USER_BLOCK
     weight = COUNTRY_WEIGHT[list(countries)]
     home = np.asarray(countries, dtype=np.int16)[categorical(rng, weight / weight.sum(), count)]
     activity = rng.lognormal(0.0, 0.9, count)
@@ -201,24 +236,22 @@ def build_users(
     active_from = np.where(opened_late, start_us + (rng.random(count) * 0.8 * span).astype(np.int64), start_us)
     local = merchants.sample_in_country(rng, np.repeat(home, 6)).reshape(count, 6)
     online = np.floor(rng.random((count, 2)) * merchants.size).astype(np.int64)
-    favourites = np.concatenate([local[:, :4], online], axis=1)
-    payees = 5_000_000_000 + np.floor(rng.random((count, 3)) * 4_000_000_000).astype(np.int64)
-    return Users(
-        first=first,
-        home_country=home,
-        home_lat=COUNTRY_LAT[home] + rng.normal(0.0, 1.5, count),
-        home_lon=COUNTRY_LON[home] + rng.normal(0.0, 2.0, count),
-        spend_offset=rng.normal(0.0, 0.45, count),
-        activity=np.cumsum(activity),
-        n_cards=1 + (rng.random(count) < 0.35).astype(np.int64),
-        n_devices=1 + (rng.random(count) < 0.45).astype(np.int64) + (rng.random(count) < 0.10).astype(np.int64),
-        hour_shift=np.round(rng.normal(0.0, 1.2, count)).astype(np.int64),
-        travel_rate=rng.beta(0.6, 14.0, count),
-        salary_cents=(np.round(rng.lognormal(np.log(3_200.0), 0.45, count), -1) * 100).astype(np.int64),
-        active_from=active_from,
-        favourite_merchants=favourites,
-        payees=payees,
-    )
+    n_devices = 1 + (rng.random(count) < 0.45).astype(np.int64) + (rng.random(count) < 0.10).astype(np.int64)
+    return {
+        "home_country": home,
+        "home_lat": COUNTRY_LAT[home] + rng.normal(0.0, 1.5, count),
+        "home_lon": COUNTRY_LON[home] + rng.normal(0.0, 2.0, count),
+        "spend_offset": rng.normal(0.0, 0.45, count),
+        "activity": activity,
+        "n_cards": 1 + (rng.random(count) < 0.35).astype(np.int64),
+        "n_devices": n_devices,
+        "hour_shift": np.round(rng.normal(0.0, 1.2, count)).astype(np.int64),
+        "travel_rate": rng.beta(0.6, 14.0, count),
+        "salary_cents": (np.round(rng.lognormal(np.log(3_200.0), 0.45, count), -1) * 100).astype(np.int64),
+        "active_from": active_from,
+        "favourite_merchants": np.concatenate([local[:, :4], online], axis=1),
+        "payees": 5_000_000_000 + np.floor(rng.random((count, 3)) * 4_000_000_000).astype(np.int64),
+    }
 
 
 def user_device_number(global_user: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -266,5 +299,55 @@ def mix64(x: np.ndarray) -> np.ndarray:
 def categorical(rng: np.random.Generator, p: np.ndarray, n: int) -> np.ndarray:
     """Vectorised categorical draw (``rng.choice`` with p does the same but slower for large n)."""
     cdf = np.cumsum(p)
-    return np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(p) - 1)
+    u = rng.random(n) * cdf[-1]
+    if cdf.size > 16:
+        return np.minimum(np.searchsorted(cdf, u, side="right"), len(p) - 1)
+    # few categories: counting the bounds below u is searchsorted(side="right") without its branch misses
+    k = np.zeros(n, dtype=np.int64)
+    for bound in cdf[:-1]:
+        k += u >= bound
+    return k
 
+
+@dataclass(frozen=True)
+class InverseCdf:
+    """``np.searchsorted(cdf, u, side="right")`` for many random ``u`` at a fraction of its cost.
+
+    Binary search over random queries is dominated by branch misses (~90 ns a query for a few thousand
+    entries); a guide table of equal-width bins gives the answer directly for most queries and a short
+    vectorised walk corrects the rest, with exactly the same result.
+    """
+
+    cdf: np.ndarray  # non-decreasing, last entry > 0
+    guide: np.ndarray  # searchsorted(cdf, bin lower edge, "right") for every bin
+    padded: np.ndarray  # -inf, cdf..., +inf: lets the walk read cdf[i - 1] and cdf[i] without bounds checks
+    bins_per_unit: float
+
+    @classmethod
+    def build(cls, cdf: np.ndarray, bins_per_entry: int = 4) -> InverseCdf:
+        cdf = np.asarray(cdf, dtype=np.float64)
+        bins = max(1, bins_per_entry * cdf.size)
+        total = float(cdf[-1])
+        edges = np.arange(bins, dtype=np.float64) * (total / bins)
+        guide = np.searchsorted(cdf, edges, side="right").astype(np.int64)
+        padded = np.concatenate([[-np.inf], cdf, [np.inf]])
+        return cls(cdf, guide, padded, bins / total)
+
+    @property
+    def total(self) -> float:
+        return float(self.cdf[-1])
+
+    def search(self, u: np.ndarray) -> np.ndarray:
+        b = np.clip((u * self.bins_per_unit).astype(np.int64), 0, self.guide.size - 1)
+        answer = self.guide[b]
+        padded = self.padded
+        # walk up while cdf[answer] <= u, down while cdf[answer - 1] > u (float edges of the bins)
+        todo = np.flatnonzero(padded[answer + 1] <= u)
+        while todo.size:
+            answer[todo] += 1
+            todo = todo[padded[answer[todo] + 1] <= u[todo]]
+        todo = np.flatnonzero(padded[answer] > u)
+        while todo.size:
+            answer[todo] -= 1
+            todo = todo[padded[answer[todo]] > u[todo]]
+        return np.minimum(answer, self.cdf.size)

@@ -50,6 +50,8 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     amount = np.where(rng.random(m) < 0.3, np.round(amount, -2), amount)
     frame.cents[:] = to_cents(np.maximum(amount, 150.0))
     frame.status[:] = np.where(rng.random(m) < 0.15, STATUS["declined"], STATUS["approved"])
-    frame.ts[:] = place_cases(rng, ctx, (rng.exponential(18.0, m) * MINUTE_US).astype(np.int64), case_of_row, n_cases)
+    frame.ts[:] = place_cases(
+        rng, ctx, (rng.exponential(18.0, m) * MINUTE_US).astype(np.int64), case_of_row, n_cases
+    )
     frame.currency[:] = ctx.currency_of(home[case_of_row])
     return frame

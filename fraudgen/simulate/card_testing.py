@@ -48,7 +48,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     shop_pick = np.floor(rng.random(case_of_row.size) * n_shops[case_of_row]).astype(np.int64)
     merchant = shops[case_of_row, shop_pick]
     cash_merchant = high_pool[np.floor(rng.random(case_of_row.size) * high_pool.size).astype(np.int64)]
-    fill_merchant(frame, np.arange(case_of_row.size), np.where(is_cash_out, cash_merchant, merchant), merchants)
+    fill_merchant(
+        frame, np.arange(case_of_row.size), np.where(is_cash_out, cash_merchant, merchant), merchants
+    )
     # timing: attempts seconds apart; the cash-out 20-90 minutes after the burst
     gaps = (2_000_000 + rng.exponential(25_000_000, case_of_row.size)).astype(np.int64)
     gaps = np.where(is_cash_out, (rng.uniform(20, 90, case_of_row.size) * MINUTE_US).astype(np.int64), gaps)
@@ -67,4 +69,3 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     frame.status[:] = np.where(declined, STATUS["declined"], STATUS["approved"])
     frame.currency[:] = ctx.currency_of(ctx.users.home_country[victim[case_of_row]])
     return frame
-

@@ -36,7 +36,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     pair_holder = holder[case_of_pair]
     purchase = Frame.empty(p)
     purchase.user[:] = users.first + pair_holder
-    purchase.card[:] = purchase.user * 4 + np.floor(rng.random(p) * users.n_cards[pair_holder]).astype(np.int64)
+    purchase.card[:] = purchase.user * 4 + np.floor(rng.random(p) * users.n_cards[pair_holder]).astype(
+        np.int64
+    )
     high_pool = np.flatnonzero(np.isin(merchants.mcc, HIGH_VALUE_MCCS))
     anywhere = np.floor(rng.random(p) * merchants.size).astype(np.int64)
     high = high_pool[np.floor(rng.random(p) * high_pool.size).astype(np.int64)]
@@ -52,7 +54,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     purchase.lat[:] = np.where(ecommerce, users.home_lat[pair_holder], merchants.lat[merchant])
     purchase.lon[:] = np.where(ecommerce, users.home_lon[pair_holder], merchants.lon[merchant])
     mcc = merchants.mcc[merchant]
-    amount = np.exp(MCC_LOG_MEAN[mcc] + users.spend_offset[pair_holder] + 0.3 + MCC_LOG_SD[mcc] * rng.standard_normal(p))
+    amount = np.exp(
+        MCC_LOG_MEAN[mcc] + users.spend_offset[pair_holder] + 0.3 + MCC_LOG_SD[mcc] * rng.standard_normal(p)
+    )
     purchase.cents[:] = to_cents(amount, minimum=500)
     purchase.status[:] = STATUS["approved"]
     # dispute 3-45 days later (compressed when the window is shorter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from fraudgen.world import (
     COUNTRY_LON,
     HOURLY_WEIGHT,
     WEEKDAY_WEIGHT,
+    InverseCdf,
     Merchants,
     Users,
     device_ip,
@@ -23,7 +25,6 @@ from fraudgen.world import (
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 MINUTE_US = 60_000_000
-_PEAK = float(HOURLY_WEIGHT.max() * WEEKDAY_WEIGHT.max())
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ShardContext:
     countries: tuple[int, ...]
     forced_currency: int  # index into CURRENCY_CODES, or -1 for the country's own currency
     identity_user_start: int  # first user number reserved for this shard's synthetic identities
+    epoch: int = 0  # chunk number of a stream (0 for batches)
 
     def currency_of(self, country: np.ndarray) -> np.ndarray:
         if self.forced_currency >= 0:
@@ -46,8 +48,8 @@ class ShardContext:
         return COUNTRY_CURRENCY[country]
 
     def case_number(self, scenario: int, local_case: np.ndarray) -> np.ndarray:
-        """Global, batch-unique fraud case numbers: (shard, scenario, case) packed into one integer."""
-        return (self.shard * 8 + scenario) * 10_000_000 + local_case
+        """Batch-unique fraud case numbers: (epoch, shard, scenario, case) packed into one integer."""
+        return ((self.epoch * 100_000 + self.shard) * 8 + scenario) * 10_000_000 + local_case
 
     def other_country(self, rng: np.random.Generator, home: np.ndarray) -> np.ndarray:
         """A country other than ``home`` among the request's countries (``home`` itself if only one)."""
@@ -61,27 +63,59 @@ class ShardContext:
 
 
 def diurnal_times(
-    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, hour_shift: np.ndarray | None = None
+    rng: np.random.Generator,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    hour_shift: np.ndarray | None = None,
+    group: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Timestamps in ``[lo, hi)`` following the daily and weekly rhythm (vectorised rejection sampling)."""
-    n = lo.shape[0]
-    out = np.empty(n, dtype=np.int64)
-    todo = np.arange(n)
-    shift = np.zeros(n, dtype=np.int64) if hour_shift is None else hour_shift
-    candidate = lo.copy()
-    for _ in range(16):
-        if todo.size == 0:
-            break
-        span = np.maximum(hi[todo] - lo[todo], 1)
-        candidate = lo[todo] + (rng.random(todo.size) * span).astype(np.int64)
-        hour = (candidate // HOUR_US + shift[todo]) % 24
-        weekday = (candidate // DAY_US + 3) % 7  # 1970-01-01 was a Thursday
-        keep = rng.random(todo.size) * _PEAK < HOURLY_WEIGHT[hour] * WEEKDAY_WEIGHT[weekday]
-        out[todo[keep]] = candidate[keep]
-        todo = todo[~keep]
-    if todo.size:
-        out[todo] = lo[todo] + (rng.random(todo.size) * np.maximum(hi[todo] - lo[todo], 1)).astype(np.int64)
-    return out
+    """Timestamps in ``[lo, hi)`` following the daily and weekly rhythm of the user's local time
+    (UTC shifted by ``hour_shift`` hours), drawn by inverting the piecewise-constant activity CDF over the
+    hour grid: one uniform draw per row and no rejection rounds.
+
+    With ``group``, ``lo``/``hi``/``hour_shift`` are given per group (e.g. per user) and ``group`` maps each
+    row to its group, so the CDF bounds are computed once per group instead of once per row.
+    """
+    shift_us = (
+        np.zeros(lo.shape[0], dtype=np.int64) if hour_shift is None else hour_shift.astype(np.int64) * HOUR_US
+    )
+    a = lo + shift_us  # local-time bounds
+    b = np.maximum(hi, lo + 1) + shift_us
+    n = lo.shape[0] if group is None else group.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    grid = _hour_grid(int(a.min()) // DAY_US - 1, -(-int(b.max()) // DAY_US) + 1)  # whole days: cache hits
+    base = grid.first_hour * HOUR_US
+    fa, fb = grid.cumulative(a - base), grid.cumulative(b - base)
+    if group is not None:
+        fa, fb, a, b, shift_us = fa[group], fb[group], a[group], b[group], shift_us[group]
+    u = fa + rng.random(n) * (fb - fa)
+    hour = np.clip(grid.inverse.search(u) - 1, 0, grid.weight.size - 1)
+    within = np.clip((u - grid.inverse.cdf[hour]) / grid.weight[hour], 0.0, 1.0)
+    local = base + hour * HOUR_US + (within * HOUR_US).astype(np.int64)
+    return np.clip(local, a, b - 1) - shift_us
+
+
+@dataclass(frozen=True)
+class _HourGrid:
+    """Activity weight of every hour of a span and its cumulative sum (``cdf[k]`` = weight before hour k)."""
+
+    first_hour: int
+    weight: np.ndarray
+    inverse: InverseCdf
+
+    def cumulative(self, offset_us: np.ndarray) -> np.ndarray:
+        hour = np.clip(offset_us // HOUR_US, 0, self.weight.size - 1)
+        return self.inverse.cdf[hour] + self.weight[hour] * ((offset_us - hour * HOUR_US) / HOUR_US)
+
+
+@lru_cache(maxsize=32)
+def _hour_grid(first_day: int, end_day: int) -> _HourGrid:
+    first_hour = first_day * 24
+    hours = np.arange(first_hour, end_day * 24, dtype=np.int64)
+    weight = HOURLY_WEIGHT[hours % 24] * WEEKDAY_WEIGHT[(hours // 24 + 3) % 7]  # 1970-01-01 was a Thursday
+    cdf = np.concatenate([[0.0], np.cumsum(weight)])
+    return _HourGrid(first_hour, weight, InverseCdf.build(cdf))
 
 
 def expand_cases(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +126,9 @@ def expand_cases(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return case_of_row, position
 
 
-def case_starts(rng: np.random.Generator, ctx: ShardContext, n_cases: int, duration_us: np.ndarray) -> np.ndarray:
+def case_starts(
+    rng: np.random.Generator, ctx: ShardContext, n_cases: int, duration_us: np.ndarray
+) -> np.ndarray:
     """Start times for cases so that each case (of the given duration) fits in the window when possible."""
     latest = np.maximum(ctx.end_us - duration_us - 1, ctx.start_us)
     lo = np.full(n_cases, ctx.start_us, dtype=np.int64)
@@ -110,9 +146,11 @@ def user_location(
     users = ctx.users
     home = users.home_country[local_user]
     if country is None:
-        return home, users.home_lat[local_user] + rng.normal(0, 0.05, home.size), users.home_lon[
-            local_user
-        ] + rng.normal(0, 0.05, home.size)
+        return (
+            home,
+            users.home_lat[local_user] + rng.normal(0, 0.05, home.size),
+            users.home_lon[local_user] + rng.normal(0, 0.05, home.size),
+        )
     away = country != home
     lat = np.where(away, COUNTRY_LAT[country] + rng.normal(0, 1.2, home.size), users.home_lat[local_user])
     lon = np.where(away, COUNTRY_LON[country] + rng.normal(0, 1.6, home.size), users.home_lon[local_user])
@@ -124,12 +162,18 @@ def random_ips(rng: np.random.Generator, n: int) -> np.ndarray:
     return private_ip(mix64(rng.integers(0, 2**62, n, dtype=np.int64).astype(np.uint64)))
 
 
-def own_device(rng: np.random.Generator, ctx: ShardContext, local_user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def own_device(
+    rng: np.random.Generator, ctx: ShardContext, local_user: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One of the user's own devices (mostly the primary one) and the IP it usually has (sometimes mobile)."""
     n_dev = ctx.users.n_devices[local_user]
-    k = np.where(rng.random(local_user.size) < 0.8, 0, np.floor(rng.random(local_user.size) * n_dev)).astype(np.int64)
+    r = rng.random(local_user.size)
+    # r < 0.8: the primary device; otherwise r, rescaled to [0, 1), picks any of the user's devices
+    k = np.where(r < 0.8, 0, np.minimum(((r - 0.8) * 5.0 * n_dev).astype(np.int64), n_dev - 1))
     device = (ctx.users.first + local_user) * 4 + k
-    ip = np.where(rng.random(local_user.size) < 0.12, random_ips(rng, local_user.size), device_ip(device, ctx.seed))
+    ip = device_ip(device, ctx.seed)
+    mobile = np.flatnonzero(rng.random(local_user.size) < 0.12)  # on a mobile network: a fresh IP
+    ip[mobile] = random_ips(rng, mobile.size)
     return device, ip
 
 
@@ -176,3 +220,19 @@ def place_cases(
 def own_ip_of(ctx: ShardContext, device: np.ndarray) -> np.ndarray:
     """The usual IP of the given own devices."""
     return device_ip(device, ctx.seed)
+
+
+def time_order(ts: np.ndarray) -> np.ndarray:
+    """The stable time order of rows. numpy's default argsort is ~6x faster than its stable (merge) sort;
+    with distinct keys every sort gives the same order, so only the few rows that share a timestamp
+    need their original order restored."""
+    order = np.argsort(ts)
+    ordered = ts[order]
+    tie = ordered[1:] == ordered[:-1]
+    if tie.any():  # put the rows of each run of equal timestamps back in their original order
+        member = np.zeros(ts.size, dtype=np.bool_)
+        member[:-1] |= tie
+        member[1:] |= tie
+        runs = np.flatnonzero(member)
+        order[runs] = order[runs][np.lexsort((order[runs], ordered[runs]))]
+    return order

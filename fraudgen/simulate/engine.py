@@ -19,7 +19,7 @@ from fraudgen.simulate import (
     money_laundering,
     phishing,
 )
-from fraudgen.simulate.context import ShardContext
+from fraudgen.simulate.context import ShardContext, time_order
 from fraudgen.simulate.frame import Frame, IdContext, frame_to_arrow
 from fraudgen.simulate.legit import generate_legit
 from fraudgen.simulate.manifest import ShardSpec, build_manifest, world_seed
@@ -44,14 +44,17 @@ def request_countries(request: GenerationRequest) -> tuple[int, ...]:
     return tuple(i for i in range(len(COUNTRY_CODES)) if COUNTRY_WEIGHT[i] > 0)
 
 
-def transaction_prefix(request: GenerationRequest, shard: int) -> str:
-    """Transaction ids are unique across batches: a tag of (tenant, batch, seed), the shard, the row."""
-    tag = hashlib.sha256(f"{request.tenant_id}|{request.resolved_batch_id}|{request.seed}".encode()).hexdigest()
-    return f"t{tag[:12]}_{shard:05d}_"
+def transaction_prefix(request: GenerationRequest, shard: int, epoch: int = 0) -> str:
+    """Transaction ids are unique across batches: a tag of (tenant, batch, seed), the shard (and the
+    stream chunk), then the row."""
+    tag = hashlib.sha256(
+        f"{request.tenant_id}|{request.resolved_batch_id}|{request.seed}".encode()
+    ).hexdigest()
+    return f"t{tag[:12]}_{shard:05d}_" if epoch == 0 else f"t{tag[:12]}_{shard:05d}e{epoch}_"
 
 
 def plan_case_sizes(rng: np.random.Generator, module: ModuleType, quota: int) -> np.ndarray:
-    """Case sizes of one scenario filling ``quota`` rows; a remainder too small for a case is left to legit."""
+    """Case sizes of one scenario filling ``quota`` rows; a remainder too small for a case goes to legit."""
     minimum = int(module.MIN_CASE_SIZE)
     if quota < minimum:
         return np.zeros(0, dtype=np.int64)
@@ -64,14 +67,14 @@ def plan_case_sizes(rng: np.random.Generator, module: ModuleType, quota: int) ->
     return sizes
 
 
-def shard_context(request: GenerationRequest, spec: ShardSpec, rng: np.random.Generator) -> ShardContext:
+def shard_context(request: GenerationRequest, spec: ShardSpec) -> ShardContext:
     key = world_seed(request)
     countries = request_countries(request)
     start_us = int(request.start.timestamp() * 1_000_000)
     end_us = int(request.end.timestamp() * 1_000_000)
     population = max(request.population, 1)
     merchants = build_merchants(key, population, countries)
-    users = build_users(rng, spec.user_start, spec.user_count, countries, merchants, start_us, end_us)
+    users = build_users(key, spec.user_start, spec.user_count, countries, merchants, start_us, end_us)
     return ShardContext(
         seed=key,
         shard=spec.index,
@@ -82,18 +85,22 @@ def shard_context(request: GenerationRequest, spec: ShardSpec, rng: np.random.Ge
         countries=countries,
         forced_currency=CURRENCY_CODES.index(request.currency) if request.currency else -1,
         identity_user_start=spec.identity_user_start,
+        epoch=spec.epoch,
     )
 
 
 def generate_frame(request: GenerationRequest, spec: ShardSpec) -> Frame:
     """The shard's rows in time order, still integer-coded."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(list(spec.entropy)).spawn(2 + len(SCENARIOS))]
-    ctx = shard_context(request, spec, streams[0])
+    # the world (users, merchants) comes from the request alone; these streams drive the events, and a
+    # stream chunk (epoch > 0) gets fresh ones over the same world
+    entropy = [*spec.entropy, spec.epoch] if spec.epoch else list(spec.entropy)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(1 + len(SCENARIOS))]
+    ctx = shard_context(request, spec)
     frames: list[Frame] = []
     used = 0
     for s, name in enumerate(SCENARIOS):
         quota = min(spec.fraud_quota[s], spec.rows - used)
-        rng = streams[2 + s]
+        rng = streams[1 + s]
         sizes = plan_case_sizes(rng, SCENARIO_MODULES[name], quota)
         if sizes.size == 0:
             continue
@@ -103,9 +110,9 @@ def generate_frame(request: GenerationRequest, spec: ShardSpec) -> Frame:
         frame.scenario[:] = s
         frames.append(frame)
         used += len(frame)
-    frames.append(generate_legit(ctx, spec.rows - used, streams[1]))
+    frames.append(generate_legit(ctx, spec.rows - used, streams[0]))
     combined = Frame.concat(frames)
-    return combined.take(np.argsort(combined.ts, kind="stable"))
+    return combined.take(time_order(combined.ts))
 
 
 def generate_shard(request: GenerationRequest, spec: ShardSpec, source: str = "rules") -> pa.Table:
@@ -116,7 +123,7 @@ def generate_shard(request: GenerationRequest, spec: ShardSpec, source: str = "r
         batch_id=request.resolved_batch_id,
         tenant_id=request.tenant_id,
         source=source,
-        transaction_prefix=transaction_prefix(request, spec.index),
+        transaction_prefix=transaction_prefix(request, spec.index, spec.epoch),
     )
     return frame_to_arrow(frame, ids)
 

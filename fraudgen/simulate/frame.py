@@ -10,7 +10,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from fraudgen.schema import (
     CHANNELS,
@@ -18,9 +17,11 @@ from fraudgen.schema import (
     STATUSES,
     TRANSACTION_SCHEMA,
     TRANSACTION_TYPES,
-    cents_text,
+    _field_view,
     _string_array,
+    cents_text,
     cents_to_decimal,
+    fixed_width_strings,
     format_ids,
     format_timestamps_us,
     masked_strings,
@@ -110,6 +111,10 @@ class IdContext:
 
 def _ids(kind: str, numbers: np.ndarray, seed: int) -> pa.StringArray:
     valid = numbers >= 0
+    if kind == "case":  # only fraud rows carry a case id, so there is nothing to hide: print it as is
+        return format_ids(
+            ID_PREFIX[kind], np.where(valid, numbers, 0), ID_WIDTH[kind], None if valid.all() else valid
+        )
     if valid.all():
         return format_ids(ID_PREFIX[kind], scramble(numbers, kind, seed), ID_WIDTH[kind])
     scrambled = np.zeros(numbers.shape[0], dtype=np.int64)
@@ -118,38 +123,61 @@ def _ids(kind: str, numbers: np.ndarray, seed: int) -> pa.StringArray:
 
 
 def _codes(table: tuple[str, ...], codes: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Code → text. Tables of equal-length names (currencies, countries, MCCs, statuses) gather rows of a
+    fixed-width byte matrix with np.take; others go through an Arrow dictionary cast."""
+    widths = {len(name.encode()) for name in table}
+    if len(widths) == 1:
+        pool = np.array([list(name.encode()) for name in table], dtype=np.uint8)
+        if valid is None or valid.all():
+            return fixed_width_strings(np.take(pool, codes, axis=0))
+        width = widths.pop()
+        offsets = np.zeros(codes.shape[0] + 1, dtype=np.int32)
+        np.cumsum(valid * np.int32(width), out=offsets[1:])
+        return _string_array(offsets, np.take(pool, codes[valid], axis=0), valid)
     dictionary = pa.array(table, pa.string())
     indices = pa.array(codes.astype(np.int32), pa.int32(), mask=None if valid is None else ~valid)
     return pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string())
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())
+    encoded = value.encode()
+    offsets = np.arange(0, (n + 1) * len(encoded), len(encoded), dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
 
 
-#: Text of each octet value followed by a dot, left-aligned in 4 bytes, and the digits' length.
-_OCTET = np.array([list(f"{i}.".ljust(4).encode()) for i in range(256)], dtype=np.uint8)
-_OCTET_LEN = np.array([len(str(i)) for i in range(256)], dtype=np.int64)
+#: Text of each octet value followed by a dot, left-aligned in 4 bytes (as one little-endian word), and
+#: which of those bytes to keep (a word of 0/1 bytes) in the first three octets and in the last (no dot).
+_OCTET = np.array([int.from_bytes(f"{i}.".ljust(4).encode(), "little") for i in range(256)], dtype=np.uint32)
+_OCTET_KEEP = np.array([int.from_bytes(b"\1" * (len(str(i)) + 1) + b"\0" * (3 - len(str(i))), "little")
+                        for i in range(256)], dtype=np.uint32)  # fmt: skip
+_OCTET_KEEP_LAST = np.array([int.from_bytes(b"\1" * len(str(i)) + b"\0" * (4 - len(str(i))), "little")
+                             for i in range(256)], dtype=np.uint32)  # fmt: skip
+_OCTET_LEN = np.array([len(str(i)) + 1 for i in range(256)], dtype=np.int64)
 
 
 def ip_text(ip: np.ndarray) -> pa.Array:
     """Dotted-quad text; ``-1`` becomes null. Only the valid rows are formatted (most rows have no IP)."""
     valid = ip >= 0
-    picked = ip[valid].astype(np.int64)
-    out = np.empty((picked.shape[0], 16), dtype=np.uint8)
-    keep = np.zeros(out.shape, dtype=np.bool_)
-    column = np.arange(4)
+    all_valid = bool(valid.all())
+    picked = (ip if all_valid else ip[valid]).astype(np.int64)
+    m = picked.shape[0]
+    out = np.empty((m, 16), dtype=np.uint8)
+    keep = np.empty((m, 16), dtype=np.bool_)
+    lengths = np.full(m, -1, dtype=np.int64)  # the last octet has no dot
     for k, shift in enumerate((24, 16, 8, 0)):
         octet = (picked >> shift) & 0xFF
-        out[:, 4 * k : 4 * k + 4] = _OCTET[octet]
-        keep[:, 4 * k : 4 * k + 4] = column < (_OCTET_LEN[octet] + (k < 3))[:, None]
-    text = masked_strings(out, keep)
-    if valid.all():
+        _field_view(out, 4 * k, "<u4")[:] = _OCTET[octet]
+        _field_view(keep.view(np.uint8), 4 * k, "<u4")[:] = (_OCTET_KEEP if k < 3 else _OCTET_KEEP_LAST)[
+            octet
+        ]
+        lengths += _OCTET_LEN[octet]
+    text = masked_strings(out, keep, lengths)
+    if all_valid:
         return text
     offsets = np.zeros(ip.shape[0] + 1, dtype=np.int32)
-    lengths = np.zeros(ip.shape[0], dtype=np.int32)
-    lengths[valid] = np.diff(np.frombuffer(text.buffers()[1], dtype=np.int32)[: picked.shape[0] + 1])
-    np.cumsum(lengths, out=offsets[1:])
+    full = np.zeros(ip.shape[0], dtype=np.int32)
+    full[valid] = lengths
+    np.cumsum(full, out=offsets[1:])
     return _string_array(offsets, np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8), valid)
 
 
@@ -197,4 +225,6 @@ def frame_to_arrow(frame: Frame, ctx: IdContext, row_offset: int = 0) -> pa.Tabl
         "source": _constant(ctx.source, n),
         "signature": signature,
     }
-    return pa.Table.from_arrays([columns[name] for name in TRANSACTION_SCHEMA.names], schema=TRANSACTION_SCHEMA)
+    return pa.Table.from_arrays(
+        [columns[name] for name in TRANSACTION_SCHEMA.names], schema=TRANSACTION_SCHEMA
+    )

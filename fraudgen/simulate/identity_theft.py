@@ -43,7 +43,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     cash = ~transfer & (progress > 0.3) & (r < 0.35)
     purchase = ~transfer & ~cash
     ecommerce = purchase & (rng.random(m) < 0.6)
-    frame.ttype[:] = np.where(transfer, TYPE["transfer"], np.where(cash, TYPE["cash_withdrawal"], TYPE["purchase"]))
+    frame.ttype[:] = np.where(
+        transfer, TYPE["transfer"], np.where(cash, TYPE["cash_withdrawal"], TYPE["purchase"])
+    )
     frame.channel[:] = np.where(
         transfer,
         CHANNEL["online_banking"],
@@ -69,7 +71,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     amount = np.minimum(base * growth**position, 9_000.0) * rng.lognormal(0.0, 0.25, m)
     amount = np.where(cash, np.maximum(np.round(amount / 20.0), 1.0) * 20.0, amount)
     frame.cents[:] = to_cents(amount, minimum=100)
-    frame.status[:] = np.where(rng.random(m) < 0.05 + 0.3 * progress**3, STATUS["declined"], STATUS["approved"])
+    frame.status[:] = np.where(
+        rng.random(m) < 0.05 + 0.3 * progress**3, STATUS["declined"], STATUS["approved"]
+    )
     frame.country[:], frame.lat[:], frame.lon[:] = country[case_of_row], lat[case_of_row], lon[case_of_row]
     gaps = (rng.exponential(30.0, m) * HOUR_US).astype(np.int64)
     frame.ts[:] = place_cases(rng, ctx, gaps, case_of_row, n_cases)

@@ -34,6 +34,7 @@ class ShardSpec(BaseModel):
     identity_user_start: int
     fraud_quota: tuple[int, ...]  # rows per scenario, in SCENARIOS order
     entropy: tuple[int, ...]  # seeds this shard's numpy Generators
+    epoch: int = 0  # stream chunk: same world (users, merchants), new events; 0 for batches
 
     @property
     def name(self) -> str:

@@ -68,7 +68,19 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     source = disputed - 1 - np.floor(rng.random(disputed.size) * (position[disputed] - 1)).astype(np.int64)
     keep = (frame.ttype[source] == TYPE["purchase"]) & ~is_disputed[source]
     disputed, source = disputed[keep], source[keep]
-    for column in ("user", "card", "merchant", "mcc", "cents", "channel", "device", "ip", "country", "lat", "lon"):
+    for column in (
+        "user",
+        "card",
+        "merchant",
+        "mcc",
+        "cents",
+        "channel",
+        "device",
+        "ip",
+        "country",
+        "lat",
+        "lon",
+    ):
         getattr(frame, column)[disputed] = getattr(frame, column)[source]
     frame.ttype[disputed] = TYPE["chargeback"]
     frame.status[disputed] = STATUS["approved"]

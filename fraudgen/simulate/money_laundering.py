@@ -36,7 +36,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     frame.user[:] = users.first + actor
     frame.ttype[:] = np.where(deposit, TYPE["deposit"], TYPE["transfer"])
     frame.channel[:] = np.where(
-        deposit, CHANNEL["atm"], np.where(rng.random(m) < 0.5, CHANNEL["mobile_app"], CHANNEL["online_banking"])
+        deposit,
+        CHANNEL["atm"],
+        np.where(rng.random(m) < 0.5, CHANNEL["mobile_app"], CHANNEL["online_banking"]),
     )
     frame.card[:] = np.where(deposit, frame.user * 4, -1)
     device, ip = own_device(rng, ctx, actor)
