@@ -47,7 +47,8 @@ def test_layout_manifest_and_contract(tmp_path: Path) -> None:
     assert manifest["batch_sha256"] == batch_sha256("pipe", 60_000, files) == result.batch_sha256
     assert (batch / "report.json").is_file() and (batch / "report.html").is_file()
     assert not list(tmp_path.glob(".staging/*")), "staging leftovers after a successful publish"
-    ids = pq.read_table(batch, columns=["transaction_id"]).column("transaction_id")
+    parts = sorted(batch.glob("part-*.parquet"))
+    ids = pq.read_table(parts, columns=["transaction_id"], partitioning=None).column("transaction_id")
     assert len(set(ids.to_pylist())) == 60_000
 
 
@@ -69,7 +70,9 @@ def test_rerun_is_idempotent_and_conflicts_are_refused(tmp_path: Path) -> None:
 
 
 def test_csv_format(tmp_path: Path) -> None:
-    result = run_generation(_request(rows=16_000, batch_id="csv"), Settings(), out_uri=str(tmp_path), fmt="csv")
+    result = run_generation(
+        _request(rows=16_000, batch_id="csv"), Settings(), out_uri=str(tmp_path), fmt="csv"
+    )
     files = sorted((tmp_path / "batch_id=csv").glob("part-*.csv"))
     assert [f.name for f in files] == ["part-00000.csv", "part-00001.csv"]
     total = sum(pacsv.read_csv(f).num_rows for f in files)

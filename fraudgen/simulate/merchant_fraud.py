@@ -68,6 +68,9 @@ def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases:
     source = disputed - 1 - np.floor(rng.random(disputed.size) * (position[disputed] - 1)).astype(np.int64)
     keep = (frame.ttype[source] == TYPE["purchase"]) & ~is_disputed[source]
     disputed, source = disputed[keep], source[keep]
+    # a sale is disputed at most once (two identical chargebacks would be duplicate rows)
+    _, first = np.unique(source, return_index=True)
+    disputed, source = disputed[first], source[first]
     for column in (
         "user",
         "card",
