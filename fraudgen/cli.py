@@ -260,6 +260,20 @@ def validate(
     raise typer.Exit(validate_command(path, reference, report, as_json, load_settings(config)))
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="bind address (non-loopback needs auth)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    config: ConfigOption = None,
+) -> None:
+    """Run the HTTP API on Ray Serve (embedded local Ray unless RAY_ADDRESS is set)."""
+    from deployments.command import serve_command
+
+    raise typer.Exit(serve_command(host, port, load_settings(config)))
+
+
 def main() -> None:
     app()
 

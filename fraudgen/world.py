@@ -200,7 +200,8 @@ def build_users(
     """Users ``[first, first + count)`` of the world ``key``."""
     first_block, last_block = first // USER_BLOCK, (first + max(count, 1) - 1) // USER_BLOCK
     blocks = [
-        _user_block(key, b, countries, merchants, start_us, end_us) for b in range(first_block, last_block + 1)
+        _user_block(key, b, countries, merchants, start_us, end_us)
+        for b in range(first_block, last_block + 1)
     ]
     lo = first - first_block * USER_BLOCK
     cols = {name: np.concatenate([blk[name] for blk in blocks])[lo : lo + count] for name in blocks[0]}
@@ -233,7 +234,9 @@ def _user_block(
     span = end_us - start_us
     # 6 % of accounts are opened during the window (so "new account" alone never means fraud)
     opened_late = rng.random(count) < 0.06
-    active_from = np.where(opened_late, start_us + (rng.random(count) * 0.8 * span).astype(np.int64), start_us)
+    active_from = np.where(
+        opened_late, start_us + (rng.random(count) * 0.8 * span).astype(np.int64), start_us
+    )
     local = merchants.sample_in_country(rng, np.repeat(home, 6)).reshape(count, 6)
     online = np.floor(rng.random((count, 2)) * merchants.size).astype(np.int64)
     n_devices = 1 + (rng.random(count) < 0.45).astype(np.int64) + (rng.random(count) < 0.10).astype(np.int64)
