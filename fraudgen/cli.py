@@ -177,7 +177,67 @@ def generate(
         fail(str(exc), code=1)
     except (BatchExistsError, StoreError) as exc:
         fail(f"--out: {exc}")
-    _print_result(result.model_dump(), as_json)
+    summary = result.model_dump()
+    persisted = _persist_after_generate(result.batch_id, target, sinks - {"s3"}, settings, request)
+    if persisted:
+        summary["sinks"] = persisted
+    _print_result(summary, as_json)
+    failed = [name for name, sink in persisted.items() if sink["state"] != "done"]
+    if failed:
+        fail(
+            f"sink(s) {', '.join(failed)} failed; the files are intact — resume with "
+            f"`fraudgen persist --batch-id {result.batch_id}`",
+            code=1,
+        )
+
+
+def _persist_after_generate(
+    batch_id: str, root: str, sinks: set[str], settings: Settings, request: GenerationRequest
+) -> dict[str, dict[str, Any]]:
+    """Postgres/Kafka persistence of a published batch (resumable later with ``fraudgen persist``)."""
+    if not sinks:
+        return {}
+    from fraudgen.sinks.persist import PersistError, persist_batch
+
+    if "kafka" in sinks:
+        _publish_request_event(settings, request, batch_id, sorted(sinks))
+    try:
+        results = persist_batch(root, batch_id, settings, sinks)
+    except PersistError as exc:
+        fail(f"--sink: {exc}")
+    return {name: result.to_dict() for name, result in results.items()}
+
+
+def _publish_request_event(
+    settings: Settings, request: GenerationRequest, batch_id: str, sinks: list[str]
+) -> None:
+    """The audit event of an accepted request on synthetic_generate_requests (signed like every event)."""
+    import uuid
+    from datetime import UTC
+
+    from fraudgen.sinks.kafka import KafkaSinkError, publish_request_event
+
+    if not settings.kafka_bootstrap_servers or settings.kafka_hmac_key is None:
+        fail("--sink kafka: set FRAUDGEN_KAFKA_BOOTSTRAP_SERVERS and FRAUDGEN_KAFKA_HMAC_KEY")
+    event = {
+        "event": "generate_request",
+        "event_id": uuid.uuid4().hex,
+        "received_at": datetime.now(UTC).isoformat(),
+        "batch_id": batch_id,
+        "origin": "cli",
+        "sinks": sinks,
+        "request": request.model_dump(mode="json"),
+    }
+    try:
+        publish_request_event(
+            settings.kafka_bootstrap_servers,
+            event,
+            settings.kafka_hmac_key.get_secret_value().encode(),
+            settings.kafka_hmac_key_id,
+            settings.kafka_topic_requests,
+        )
+    except KafkaSinkError as exc:
+        console.print(f"[yellow]warning:[/] {exc}", highlight=False)
 
 
 def _parse_sinks(value: str | None) -> set[str]:
@@ -187,8 +247,6 @@ def _parse_sinks(value: str | None) -> set[str]:
     unknown = sinks - {"s3", "postgres", "kafka"}
     if unknown:
         fail(f"--sink: unknown sink(s) {', '.join(sorted(unknown))}; known: s3, postgres, kafka")
-    if sinks & {"postgres", "kafka"}:
-        fail("--sink postgres/kafka: persistence sinks are not available in this build yet")
     return sinks
 
 
@@ -207,6 +265,14 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
     out.print(f"  validation   {status}" + (" (reused existing batch)" if result.get("reused") else ""))
     for failure in validation.get("failures", []):
         out.print(f"    - {failure.get('message', failure)}")
+    for name, sink in result.get("sinks", {}).items():
+        detail = f"{sink['rows_done']:,}/{sink['rows_total']:,} rows"
+        state = (
+            "[green]done[/]"
+            if sink["state"] == "done"
+            else f"[red]{sink['state']}[/] {sink.get('error') or ''}"
+        )
+        out.print(f"  {name:<12} {state} ({detail})")
 
 
 @app.command()
@@ -261,10 +327,64 @@ def validate(
 
 
 @app.command()
+def persist(
+    batch_id: Annotated[str, typer.Option(help="the written batch to persist or resume")],
+    out_uri: Annotated[str | None, typer.Option("--out", help="where the batch was written")] = None,
+    sink: Annotated[str | None, typer.Option(help="postgres,kafka (default: every configured sink)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Resume Postgres/Kafka persistence of a written batch: no row lost, none duplicated."""
+    from fraudgen.sinks.persist import persist_command
+
+    raise typer.Exit(persist_command(batch_id, out_uri, sink, load_settings(config)))
+
+
+db_app = typer.Typer(help="Postgres schema management.", no_args_is_help=True)
+kafka_app = typer.Typer(help="Kafka helpers.", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="Local real services for trying the full flow without Docker.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(dev_app, name="dev")
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOption = None) -> None:
+    """Apply the versioned SQL migrations (tables, WORM audit trigger, statistics view)."""
+    from fraudgen.sinks.persist import db_migrate_command
+
+    raise typer.Exit(db_migrate_command(load_settings(config)))
+
+
+@kafka_app.command("consume")
+def kafka_consume(
+    verify: Annotated[
+        bool, typer.Option("--verify", help="check HMAC signatures; reject bad messages")
+    ] = False,
+    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="stop after N messages")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Read synthetic_tx_events as JSON lines; with --verify, tampered or unsigned messages are rejected."""
+    from fraudgen.sinks.kafka import kafka_consume_command
+
+    raise typer.Exit(kafka_consume_command(verify, max_messages, load_settings(config)))
+
+
+@dev_app.command("up")
+def dev_up(
+    services: Annotated[str, typer.Option(help="comma-separated: postgres,kafka,s3")] = "postgres,kafka,s3",
+    migrate: Annotated[bool, typer.Option(help="apply the Postgres migrations")] = True,
+) -> None:
+    """Start real Postgres, Kafka and S3 servers on loopback; print the exports; Ctrl-C stops them."""
+    from fraudgen.devservices import dev_up_command
+
+    raise typer.Exit(dev_up_command(services, migrate=migrate))
+
+
+@app.command()
 def serve(
-    host: Annotated[
-        str, typer.Option(help="bind address (non-loopback needs auth)")
-    ] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="bind address (non-loopback needs auth)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     config: ConfigOption = None,
 ) -> None:

@@ -59,7 +59,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -117,11 +119,15 @@ class PostgresServer:
         cmd = [*self._prefix(), f"{PG_BIN}/{args[0]}", *args[1:]]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
-            raise ServiceError(f"postgres: {args[0]} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+            raise ServiceError(
+                f"postgres: {args[0]} failed ({done.returncode}): {done.stderr.strip()[-800:]}"
+            )
 
     def start(self) -> str:
         if not Path(PG_BIN, "initdb").exists():
-            raise ServiceError(f"postgres: server binaries not found in {PG_BIN} (apt-get install postgresql-15)")
+            raise ServiceError(
+                f"postgres: server binaries not found in {PG_BIN} (apt-get install postgresql-15)"
+            )
         if self.workdir is None:
             # /tmp, not pytest's 0700 basetemp: the postgres user must be able to enter it
             self.workdir = Path(tempfile.mkdtemp(prefix="fg-pg-", dir="/tmp"))
@@ -129,15 +135,29 @@ class PostgresServer:
             self.port = free_ports(1)[0]
         data = self.workdir / "data"
         if not self._initialised:
-            self._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
-                      "--locale=C.UTF-8")
+            self._run(
+                "initdb",
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            )
             self._initialised = True
+        # fsync off: throwaway data, and a killed server still keeps every commit (the WAL is in the OS page
+        # cache). synchronous_commit stays ON so that "stop -m immediate" behaves like a real crash.
         opts = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.workdir} -c fsync=off -c synchronous_commit=off "
+            f"-h 127.0.0.1 -p {self.port} -k {self.workdir} -c fsync=off "
             "-c full_page_writes=off -c max_wal_size=4GB -c checkpoint_timeout=30min -c shared_buffers=256MB "
             "-c max_connections=50"
         )
-        self._run("pg_ctl", "-D", str(data), "-l", str(self.workdir / "log"), "-w", "-t", "60", "start", "-o", opts)
+        self._run(
+            "pg_ctl", "-D", str(data), "-l", str(self.workdir / "log"), "-w", "-t", "60", "start", "-o", opts
+        )
         wait_until(lambda: port_open(self.port), 30, "postgres")
         log.info("devservice_started", service="postgres", port=self.port, pid=self.pid)
         return self.dsn
@@ -192,8 +212,13 @@ class KafkaBroker:
         if self.logfile is None:
             self.logfile = Path(tempfile.mkstemp(prefix="fg-tansu-", suffix=".log")[1])
         url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [tansu_binary(), "broker", f"--listener-url={url}", f"--advertised-listener-url={url}",
-               "--storage-engine=memory://tansu/"]
+        cmd = [
+            tansu_binary(),
+            "broker",
+            f"--listener-url={url}",
+            f"--advertised-listener-url={url}",
+            "--storage-engine=memory://tansu/",
+        ]
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: port_open(self.port), 20, "kafka (tansu)", self.proc)
@@ -244,8 +269,13 @@ class S3Server:
         return f"http://127.0.0.1:{self.ports[3]}"
 
     def info(self) -> dict[str, str]:
-        return {"endpoint_url": self.endpoint_url, "access_key": self.access_key,
-                "secret_key": self.secret_key, "bucket": self.bucket, "region": self.region}
+        return {
+            "endpoint_url": self.endpoint_url,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "bucket": self.bucket,
+            "region": self.region,
+        }
 
     def start(self) -> dict[str, str]:
         weed = shutil.which("weed") or os.path.join(os.path.dirname(sys.executable), "weed")
@@ -254,19 +284,46 @@ class S3Server:
         d = self.workdir = Path(tempfile.mkdtemp(prefix="fg-weed-", dir="/tmp"))
         self.ports = free_ports(8)
         mp, vp, fp, sp, mg, vg, fg, sg = self.ports
-        identity = {"identities": [{"name": "fraudgen", "credentials": [
-            {"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        identity = {
+            "identities": [
+                {
+                    "name": "fraudgen",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         (d / "s3.json").write_text(json.dumps(identity))
-        cmd = [weed, f"-logdir={d}", "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={d}", "-volume.max=0",
-               "-master.volumeSizeLimitMB=1024", "-volume.preStopSeconds=0", f"-master.port={mp}",
-               f"-master.port.grpc={mg}", f"-volume.port={vp}", f"-volume.port.grpc={vg}", f"-filer.port={fp}",
-               f"-filer.port.grpc={fg}", "-s3", f"-s3.port={sp}", f"-s3.port.grpc={sg}", "-s3.port.iceberg=0",
-               "-s3.port.lance=0", f"-s3.config={d}/s3.json", f"-s3.localSocket={d}/s3.sock",
-               f"-filer.localSocket={d}/filer.sock"]
+        cmd = [
+            weed,
+            f"-logdir={d}",
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={d}",
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=1024",
+            "-volume.preStopSeconds=0",
+            f"-master.port={mp}",
+            f"-master.port.grpc={mg}",
+            f"-volume.port={vp}",
+            f"-volume.port.grpc={vg}",
+            f"-filer.port={fp}",
+            f"-filer.port.grpc={fg}",
+            "-s3",
+            f"-s3.port={sp}",
+            f"-s3.port.grpc={sg}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={d}/s3.json",
+            f"-s3.localSocket={d}/s3.sock",
+            f"-filer.localSocket={d}/filer.sock",
+        ]
         env = {**os.environ, "WEED_S3_SSE_KEK": os.urandom(32).hex()}
         with open(d / "weed.log", "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
 
         def assign_ok() -> bool:
             try:
@@ -283,8 +340,13 @@ class S3Server:
     def _create_bucket(self) -> None:
         import boto3
 
-        client = boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
-                              aws_secret_access_key=self.secret_key, region_name=self.region)
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -354,9 +416,15 @@ class DevServices:
             out["FRAUDGEN_KAFKA_HMAC_KEY_ID"] = "dev"
         if self.s3 is not None:
             info = self.s3.info()
-            out.update({"AWS_ENDPOINT_URL": info["endpoint_url"], "AWS_ACCESS_KEY_ID": info["access_key"],
-                        "AWS_SECRET_ACCESS_KEY": info["secret_key"], "AWS_REGION": info["region"],
-                        "FRAUDGEN_OUTPUT_URI": f"s3://{info['bucket']}/out"})
+            out.update(
+                {
+                    "AWS_ENDPOINT_URL": info["endpoint_url"],
+                    "AWS_ACCESS_KEY_ID": info["access_key"],
+                    "AWS_SECRET_ACCESS_KEY": info["secret_key"],
+                    "AWS_REGION": info["region"],
+                    "FRAUDGEN_OUTPUT_URI": f"s3://{info['bucket']}/out",
+                }
+            )
         return out
 
     def destroy(self) -> None:

@@ -1,0 +1,168 @@
+"""Sink throughput on this machine: Kafka publish and Postgres load, one JSON line per benchmark.
+
+Starts its own Postgres 15 and tansu broker (fraudgen.devservices), writes one batch of ``--rows`` rows
+(rule engine, ``--files`` Parquet parts in the pipeline's layout), then measures:
+
+* ``kafka_publish``   one in-process TransactionPublisher: JSON + HMAC + idempotent lz4 produce + acks
+* ``kafka_persist``   persist_batch(sinks={"kafka"}) with the Ray actor pool (includes actor start-up)
+* ``postgres_load``   one connection, load_parquet_file per part (binary COPY → staging → ON CONFLICT)
+* ``postgres_persist`` persist_batch(sinks={"postgres"}) with the Ray actor pool, into an empty table
+
+Targets (issue 5): Kafka ≥ 200,000 tx/s (seed: 5,000), Postgres ≥ 200,000 rows/s.
+Usage: python bench/sinks.py [--rows 1000000] [--files 4] [--pool 2] [--only kafka_publish,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fraudgen.config import Settings
+from fraudgen.devservices import KafkaBroker, PostgresServer
+from fraudgen.request import GenerationRequest
+from fraudgen.simulate.engine import generate_table
+from fraudgen.sinks import kafka as ks
+from fraudgen.sinks import postgres as pgs
+from fraudgen.sinks.persist import persist_batch
+
+KEY = os.urandom(32).hex()
+
+
+def write_batch(root: Path, table: pa.Table, files: int) -> dict:
+    batch_id = table.column("batch_id")[0].as_py()
+    directory = root / f"batch_id={batch_id}"
+    directory.mkdir(parents=True)
+    per = -(-table.num_rows // files)
+    entries = []
+    for i in range(files):
+        part = table.slice(i * per, per)
+        path = directory / f"part-{i:05d}.parquet"
+        pq.write_table(part, path)
+        data = path.read_bytes()
+        entries.append(
+            {
+                "path": path.name,
+                "rows": part.num_rows,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "fraud_rows": int(pc.sum(part.column("is_fraud").cast(pa.int64())).as_py() or 0),
+            }
+        )
+    body = {"batch_id": batch_id, "schema_version": "1", "rows": table.num_rows, "files": entries}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    manifest = {
+        **body,
+        "fraud_rows": sum(e["fraud_rows"] for e in entries),
+        "request": {},
+        "batch_sha256": digest,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def emit(
+    name: str, rows: int, seconds: float, target: int, cpu_s: float | None = None, **extra: object
+) -> None:
+    """One JSON line. ``client_cpu_s`` is the CPU of this process only (in-process benches): with the load
+    average it tells a contended run (other jobs on the box) from a slow implementation."""
+    rate = rows / seconds
+    line: dict[str, object] = {
+        "bench": name,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rate),
+        "target_rows_per_s": target,
+        "meets_target": rate >= target,
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "machine": platform.node(),
+        **extra,
+    }
+    if cpu_s:
+        line["client_cpu_s"] = round(cpu_s, 3)
+        line["rows_per_client_cpu_s"] = round(rows / cpu_s)
+    print(json.dumps(line), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--pool", type=int, default=2)
+    parser.add_argument("--only", default="kafka_publish,kafka_persist,postgres_load,postgres_persist")
+    args = parser.parse_args()
+    wanted = set(args.only.split(","))
+    table = generate_table(GenerationRequest(rows=args.rows, seed=7, shard_rows=min(args.rows, 5_000_000)))
+    batch_id = table.column("batch_id")[0].as_py()
+    pg, broker = PostgresServer(), KafkaBroker()
+    with tempfile.TemporaryDirectory(prefix="fg-bench-") as tmp:
+        root = Path(tmp)
+        manifest = write_batch(root, table, args.files)
+        try:
+            if wanted & {"kafka_publish", "kafka_persist"}:
+                broker.start()
+                ks.ensure_topics(broker.bootstrap, partitions=6, topics=("bench_publish", "bench_persist"))
+            if "kafka_publish" in wanted:
+                publisher = ks.TransactionPublisher(broker.bootstrap, KEY.encode(), "k1", "bench_publish")
+                started, cpu = time.perf_counter(), time.process_time()
+                publisher.publish_table(table, batch_id)
+                emit(
+                    "kafka_publish",
+                    args.rows,
+                    time.perf_counter() - started,
+                    200_000,
+                    time.process_time() - cpu,
+                    processes=1,
+                )
+            if "kafka_persist" in wanted:
+                settings = Settings(
+                    kafka_bootstrap_servers=broker.bootstrap,
+                    kafka_hmac_key=KEY,
+                    kafka_topic_events="bench_persist",
+                    persist_pool_size=args.pool,
+                )
+                started = time.perf_counter()
+                result = persist_batch(str(root), batch_id, settings, {"kafka"})["kafka"]
+                assert result.state == "done", result.error
+                emit("kafka_persist", args.rows, time.perf_counter() - started, 200_000, actors=args.pool)
+            if wanted & {"postgres_load", "postgres_persist"}:
+                pg.start()
+                pgs.migrate(pg.dsn)
+            if "postgres_load" in wanted:
+                paths = [root / f"batch_id={batch_id}" / f["path"] for f in manifest["files"]]
+                tables = [pq.read_table(p) for p in paths]
+                with pgs.connect(pg.dsn) as conn:
+                    started, cpu = time.perf_counter(), time.process_time()
+                    loaded = sum(pgs.load_parquet_file(conn, t, batch_id) for t in tables)
+                    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+                    conn.execute("TRUNCATE synthetic_transactions")
+                    conn.commit()
+                assert loaded == args.rows
+                emit("postgres_load", args.rows, seconds, 200_000, cpu, connections=1)
+            if "postgres_persist" in wanted:
+                settings = Settings(postgres_dsn=pg.dsn, persist_pool_size=args.pool)
+                started = time.perf_counter()
+                result = persist_batch(str(root), batch_id, settings, {"postgres"})["postgres"]
+                assert result.state == "done", result.error
+                emit("postgres_persist", args.rows, time.perf_counter() - started, 200_000, actors=args.pool)
+        finally:
+            broker.destroy()
+            pg.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

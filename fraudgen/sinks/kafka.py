@@ -1,0 +1,524 @@
+"""Kafka sink: signed JSON transaction events and request audit events (confluent-kafka), plus a verifier.
+
+Topic ``synthetic_tx_events``: one JSON transaction per message (the contract columns in schema order,
+amount as a 2-decimal string like the API's JSON, timestamp ``YYYY-MM-DDTHH:MM:SS.ffffffZ``), key =
+account_id, headers ``batch_id``, ``schema_version``, ``signature`` (HMAC-SHA256 hex, see signing.py) and
+``key_id``. The producer is idempotent (acks=all, enable.idempotence) with lz4 compression.
+
+Speed: the JSON is built column-wise with Arrow string compute (~600k rows/s) instead of Python dicts
+(40–80k rows/s); what remains per message is one HMAC and one ``produce`` call.
+
+Delivery accounting: the producer reports only failed deliveries (``delivery.report.only.error``); a failed
+message is identified by the transaction_id in its value, so after a failure the caller knows exactly which
+rows the broker acknowledged (``KafkaPublishError.acked``) and a resume re-sends only the others. A message
+that failed by timeout may still have reached the broker: such rows can appear twice (at-least-once);
+consumers deduplicate on transaction_id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fraudgen.schema import SCHEMA_VERSION, TRANSACTION_SCHEMA, amount_text, format_timestamps_us
+from fraudgen.sinks.signing import KEY_ID_HEADER, SIGNATURE_HEADER, binary_values, sign_values, verify
+
+log = structlog.get_logger(__name__)
+
+EVENTS_TOPIC = "synthetic_tx_events"
+REQUESTS_TOPIC = "synthetic_generate_requests"
+CHUNK_ROWS = 100_000
+_TRANSIENT = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+}
+
+
+class KafkaSinkError(RuntimeError):
+    """A Kafka operation failed. ``transient``: worth retrying; ``acked``: mask of acknowledged rows."""
+
+    def __init__(self, message: str, transient: bool, acked: np.ndarray | None = None) -> None:
+        super().__init__(f"kafka sink: {message}")
+        self.transient = transient
+        self.acked = acked
+
+
+# --- JSON values with Arrow compute ---------------------------------------------------------------------
+
+
+def _needs_escape(column: pa.Array) -> bool:
+    """Any byte that JSON must escape (quote, backslash, control)? One numpy scan of the data buffer."""
+    if len(column) == 0 or column.buffers()[2] is None:
+        return False
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)
+    lo, hi = int(offsets[column.offset]), int(offsets[column.offset + len(column)])
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[lo:hi]
+    return bool(((data < 0x20) | (data == 0x22) | (data == 0x5C)).any())
+
+
+def _escape(column: pa.Array) -> pa.Array:
+    """JSON string escaping, only paid when some value needs it (generated ids never do)."""
+    if not _needs_escape(column):
+        return column
+    column = pc.replace_substring(column, "\\", "\\\\")
+    column = pc.replace_substring(column, '"', '\\"')
+    for code in range(32):
+        column = pc.replace_substring(column, chr(code), f"\\u{code:04x}")
+    return column
+
+
+def json_values(table: pa.Table) -> pa.Array:
+    """Every row of a contract table as one compact JSON object (string array), built column-wise."""
+    pieces = []
+    for fld in TRANSACTION_SCHEMA:
+        col = table.column(fld.name).combine_chunks()
+        name = f'"{fld.name}":'
+        if fld.name == "timestamp":
+            text = format_timestamps_us(pc.cast(col, pa.int64()).to_numpy())
+            piece = pc.binary_join_element_wise(name + '"', text, '"', "")
+        elif fld.name == "amount":
+            piece = pc.binary_join_element_wise(name + '"', amount_text(col), '"', "")
+        elif pa.types.is_floating(fld.type):
+            piece = pc.binary_join_element_wise(name, pc.cast(col, pa.string()), "")
+        elif pa.types.is_boolean(fld.type):
+            piece = pc.if_else(col, name + "true", name + "false")
+        else:
+            piece = pc.binary_join_element_wise(name + '"', _escape(col), '"', "")
+        if fld.nullable and piece.null_count:
+            piece = pc.fill_null(piece, name + "null")
+        pieces.append(piece)
+    body = pc.binary_join_element_wise(*pieces, ",")
+    return pc.binary_join_element_wise("{", body, "}", "")
+
+
+# --- producer -------------------------------------------------------------------------------------------
+
+
+def producer_config(bootstrap: str, message_timeout_ms: int = 120_000) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.num.messages": 10_000,
+        "batch.size": 4_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 2_097_152,
+        "message.timeout.ms": message_timeout_ms,
+        "delivery.report.only.error": True,
+    }
+
+
+@dataclass
+class _Failures:
+    errors: list[tuple[KafkaError, bytes | None]] = field(default_factory=list)
+
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.errors.append((err, msg.value()))
+
+
+def _transaction_id(value: bytes | None) -> str | None:
+    """The transaction_id of one of our JSON values (it is always the first field)."""
+    if not value or not value.startswith(b'{"transaction_id":"'):
+        return None
+    end = value.find(b'"', 19)
+    return value[19:end].decode("utf-8", "replace") if end > 0 else None
+
+
+class TransactionPublisher:
+    """One idempotent producer; ``publish_table`` sends a contract table as signed JSON events."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        hmac_key: bytes,
+        key_id: str,
+        topic: str = EVENTS_TOPIC,
+        *,
+        message_timeout_ms: int = 120_000,
+        rate_limit_per_s: int | None = None,
+    ) -> None:
+        if not hmac_key:
+            raise ValueError("kafka sink: an HMAC key is required (FRAUDGEN_KAFKA_HMAC_KEY)")
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._key = hmac_key
+        self._key_id = key_id
+        self._failures = _Failures()
+        self._timeout_s = message_timeout_ms / 1000
+        self._rate = rate_limit_per_s
+        self._producer = Producer(
+            {**producer_config(bootstrap, message_timeout_ms), "on_delivery": self._failures}
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return (
+            f"TransactionPublisher(bootstrap={self.bootstrap!r}, topic={self.topic!r}, key={self._key_id!r})"
+        )
+
+    def publish_table(self, table: pa.Table, batch_id: str, skip: np.ndarray | None = None) -> int:
+        """Publish every row (or those where ``skip`` is False) and wait for the broker's acks.
+
+        Returns the number of rows acknowledged now. Raises :class:`KafkaSinkError` when any delivery
+        failed; its ``acked`` mask (skip | acknowledged now) is what a resume passes back as ``skip``.
+        """
+        n = table.num_rows
+        if n and not pc.all(pc.equal(table.column("batch_id"), batch_id)).as_py():
+            raise ValueError(f"kafka sink: table rows do not all belong to batch {batch_id!r}")
+        done = np.zeros(n, dtype=np.bool_) if skip is None else np.asarray(skip, dtype=np.bool_).copy()
+        if done.shape[0] != n:
+            raise ValueError(f"skip mask has {done.shape[0]} entries for {n} rows")
+        todo = np.flatnonzero(~done)
+        self._failures.errors.clear()
+        produced = np.zeros(n, dtype=np.bool_)
+        headers_fixed = [("batch_id", batch_id.encode()), ("schema_version", SCHEMA_VERSION.encode())]
+        key_id = self._key_id.encode()
+        started = time.perf_counter()
+        sent = 0
+        try:
+            for lo in range(0, todo.shape[0], CHUNK_ROWS):
+                rows = todo[lo : lo + CHUNK_ROWS]
+                contiguous = int(rows[-1]) - int(rows[0]) + 1 == rows.shape[0]
+                chunk = table.slice(int(rows[0]), rows.shape[0]) if contiguous else table.take(pa.array(rows))
+                values = binary_values(json_values(chunk))
+                keys = binary_values(chunk.column("account_id"))
+                signatures = sign_values(values, self._key, self._key_id)
+                self._produce_all(values, keys, signatures, headers_fixed, key_id)
+                produced[rows] = True
+                sent += rows.shape[0]
+                self._pace(sent, started)
+        except KafkaException as exc:
+            self._producer.flush(self._timeout_s + 10)
+            acked = done | (produced & ~self._failed_mask(table))
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and error.code() in _TRANSIENT and not error.fatal()
+            raise KafkaSinkError(f"produce to {self.topic} failed: {exc}", transient, acked) from exc
+        remaining = self._producer.flush(self._timeout_s + 10)
+        failed = self._failed_mask(table) if self._failures.errors or remaining else np.zeros(n, np.bool_)
+        acked = done | (produced & ~failed)
+        if self._failures.errors or remaining:
+            codes = {e.code() for e, _ in self._failures.errors}
+            first = self._failures.errors[0][0].str() if self._failures.errors else "flush timed out"
+            transient = bool(codes) and codes <= _TRANSIENT and not remaining
+            missing = int(produced.sum() - (acked & produced & ~done).sum()) + int(remaining)
+            raise KafkaSinkError(
+                f"{missing} of {int(produced.sum())} messages not acknowledged by {self.bootstrap} ({first})",
+                transient or bool(remaining),
+                acked,
+            )
+        return int(produced.sum())
+
+    def _produce_all(
+        self,
+        values: list[bytes],
+        keys: list[bytes],
+        signatures: list[bytes],
+        headers_fixed: list[tuple[str, bytes]],
+        key_id: bytes,
+    ) -> None:
+        produce = self._producer.produce
+        poll = self._producer.poll
+        topic = self.topic
+        b0: tuple[str, str | bytes | None] = headers_fixed[0]
+        b1: tuple[str, str | bytes | None] = headers_fixed[1]
+        for value, key, sig in zip(values, keys, signatures, strict=True):
+            headers: list[tuple[str, str | bytes | None]] = [
+                b0,
+                b1,
+                (SIGNATURE_HEADER, sig),
+                (KEY_ID_HEADER, key_id),
+            ]
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers)
+                    break
+                except BufferError:
+                    poll(0.05)
+        poll(0)
+
+    def _pace(self, sent: int, started: float) -> None:
+        if self._rate:
+            ahead = sent / self._rate - (time.perf_counter() - started)
+            if ahead > 0:
+                self._producer.poll(ahead)
+
+    def _failed_mask(self, table: pa.Table) -> np.ndarray:
+        """Rows whose delivery failed, found by the transaction_id in each failed value."""
+        failed_ids = {_transaction_id(v) for _, v in self._failures.errors}
+        if not failed_ids:
+            return np.zeros(table.num_rows, dtype=np.bool_)
+        ids = table.column("transaction_id")
+        return np.asarray(
+            pc.is_in(ids, value_set=pa.array(sorted(i for i in failed_ids if i))).to_numpy(False)
+        )
+
+    def close(self) -> None:
+        self._producer.flush(5)
+
+
+# --- topics and request events --------------------------------------------------------------------------
+
+
+def ensure_topics(
+    bootstrap: str,
+    partitions: int = 6,
+    topics: tuple[str, ...] = (EVENTS_TOPIC, REQUESTS_TOPIC),
+    timeout_s: float = 10.0,
+) -> None:
+    """Create the topics if missing; raises a clear error when the broker cannot be reached."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise KafkaSinkError(f"broker {bootstrap} unreachable: {exc.args[0]}", transient=True) from exc
+    missing = [
+        NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing
+    ]
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaSinkError(f"cannot create topic {name}: {exc.args[0]}", transient=False) from exc
+
+
+def publish_request_event(
+    bootstrap: str, event: dict[str, Any], hmac_key: bytes, key_id: str, topic: str = REQUESTS_TOPIC
+) -> None:
+    """One signed audit event per accepted request (key = batch_id), flushed before returning."""
+    value = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()
+    failures = _Failures()
+    producer = Producer({**producer_config(bootstrap, 30_000), "on_delivery": failures})
+    signature = sign_values([value], hmac_key, key_id)[0]
+    key = str(event.get("batch_id", "")).encode() or None
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("schema_version", SCHEMA_VERSION.encode()),
+        (SIGNATURE_HEADER, signature),
+        (KEY_ID_HEADER, key_id.encode()),
+    ]
+    if "batch_id" in event:
+        headers.insert(0, ("batch_id", str(event["batch_id"]).encode()))
+    producer.produce(topic, value, key, headers=headers)
+    if producer.flush(40) or failures.errors:
+        reason = failures.errors[0][0].str() if failures.errors else "flush timed out"
+        raise KafkaSinkError(f"request event to {topic} not acknowledged by {bootstrap} ({reason})", True)
+
+
+# --- verifying consumer ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ConsumeResult:
+    """What a consume pass saw. Rejected messages are counted, never returned as accepted."""
+
+    topic: str
+    verified: bool
+    accepted: int = 0
+    rejected_unsigned: int = 0
+    rejected_unknown_key: int = 0
+    rejected_tampered: int = 0
+    transaction_ids: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return self.rejected_unsigned + self.rejected_unknown_key + self.rejected_tampered
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "verified": self.verified,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejected_unsigned": self.rejected_unsigned,
+            "rejected_unknown_key": self.rejected_unknown_key,
+            "rejected_tampered": self.rejected_tampered,
+            "distinct_transaction_ids": len(set(self.transaction_ids)),
+        }
+
+
+def classify(
+    value: bytes | None,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    hmac_keys: dict[str, bytes],
+) -> tuple[str, dict[str, Any] | None]:
+    """'ok' | 'unsigned' | 'unknown_key' | 'tampered', with the parsed value when ok.
+
+    Beyond the HMAC (which covers the value), the routing key and the batch_id header must agree with
+    the signed value, so re-keyed or re-labelled messages are rejected too.
+    """
+    head = {k: v for k, v in (headers or [])}
+    signature, key_id = head.get(SIGNATURE_HEADER), head.get(KEY_ID_HEADER)
+    if value is None or not signature or not key_id:
+        return "unsigned", None
+    kid = key_id.decode("utf-8", "replace")
+    if kid not in hmac_keys:
+        return "unknown_key", None
+    if not verify(value, signature, hmac_keys[kid], kid):
+        return "tampered", None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return "tampered", None
+    if not isinstance(record, dict):
+        return "tampered", None
+    if "account_id" in record and key is not None and key.decode("utf-8", "replace") != record["account_id"]:
+        return "tampered", None
+    if "batch_id" in head and "batch_id" in record and head["batch_id"].decode() != str(record["batch_id"]):
+        return "tampered", None
+    return "ok", record
+
+
+def consume(
+    bootstrap: str,
+    topic: str = EVENTS_TOPIC,
+    verify: bool = True,
+    max_messages: int | None = None,
+    hmac_keys: dict[str, bytes] | None = None,
+    timeout_s: float = 60.0,
+    keep_records: bool = False,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+) -> ConsumeResult:
+    """Read the topic from the beginning up to its current end (or ``max_messages``), verifying each message.
+
+    Partitions are assigned directly (no consumer-group join, which costs ~3 s), and reading stops at the
+    high watermarks taken at start, so the pass is finite and deterministic.
+    """
+    if verify and not hmac_keys:
+        raise ValueError("kafka consume --verify needs at least one HMAC key")
+    keys = hmac_keys or {}
+    result = ConsumeResult(topic=topic, verified=verify)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"fraudgen-verify-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 52_428_800,
+            "socket.connection.setup.timeout.ms": 3000,
+        }
+    )
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=min(timeout_s, 10))
+        except KafkaException as exc:
+            raise KafkaSinkError(f"broker {bootstrap} unreachable: {exc.args[0]}", transient=True) from exc
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            return result
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in tmeta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        consumer.assign(assignment)
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=5000, timeout=0.5):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaSinkError(f"consume from {topic} failed: {error.str()}", transient=True)
+                part, offset = msg.partition(), msg.offset()
+                if part is not None and offset is not None and part in ends and offset >= ends[part] - 1:
+                    del ends[part]
+                _count(result, msg, verify, keys, keep_records, on_message)
+                if max_messages is not None and result.accepted + result.rejected >= max_messages:
+                    return result
+    finally:
+        consumer.close()
+    if ends:
+        raise KafkaSinkError(f"consume from {topic} did not reach the end within {timeout_s:.0f} s", True)
+    return result
+
+
+def _count(
+    result: ConsumeResult,
+    msg: Any,
+    verify_: bool,
+    keys: dict[str, bytes],
+    keep: bool,
+    on_message: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    if verify_:
+        verdict, record = classify(msg.value(), msg.key(), msg.headers(), keys)
+    else:
+        verdict, record = "ok", json.loads(msg.value() or b"null")
+    if verdict != "ok" or record is None:
+        name = "rejected_" + ("tampered" if verdict == "ok" else verdict)
+        setattr(result, name, getattr(result, name) + 1)
+        return
+    result.accepted += 1
+    if isinstance(record, dict) and "transaction_id" in record:
+        result.transaction_ids.append(str(record["transaction_id"]))
+    if keep:
+        result.records.append(record)
+    if on_message is not None:
+        on_message(record)
+
+
+def hmac_keys_from_settings(settings: Any) -> dict[str, bytes]:
+    """``{key_id: key}`` from FRAUDGEN_KAFKA_HMAC_KEY(_ID); the key is used as its UTF-8 bytes."""
+    if settings.kafka_hmac_key is None:
+        return {}
+    return {settings.kafka_hmac_key_id: settings.kafka_hmac_key.get_secret_value().encode()}
+
+
+def kafka_consume_command(verify: bool, max_n: int | None, settings: Any) -> int:
+    """``fraudgen kafka consume [--verify] [--max N]``: accepted events as JSON lines on stdout, a summary on
+    stderr. Exit 0 all accepted, 1 some message rejected, 2 missing settings or broker unreachable."""
+    import sys
+
+    if not settings.kafka_bootstrap_servers:
+        print("error: FRAUDGEN_KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return 2
+    keys = hmac_keys_from_settings(settings)
+    if verify and not keys:
+        print("error: --verify needs FRAUDGEN_KAFKA_HMAC_KEY", file=sys.stderr)
+        return 2
+    write = sys.stdout.write
+
+    def emit(record: dict[str, Any]) -> None:
+        write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    try:
+        result = consume(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic_events,
+            verify=verify,
+            max_messages=max_n,
+            hmac_keys=keys,
+            on_message=emit,
+        )
+    except KafkaSinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    print(json.dumps(result.summary()), file=sys.stderr)
+    return 1 if result.rejected else 0

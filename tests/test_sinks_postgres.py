@@ -1,0 +1,187 @@
+"""Postgres sink against a real Postgres 15: migrations, idempotent COPY load, WORM audit, statistics view."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from fraudgen.sinks import postgres as pgs
+from fraudgen.sinks.migrate import available_migrations
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture()
+def fresh_db(postgres_dsn: str) -> str:
+    """A new empty database on the session server (so whole-table checks see only this test's rows)."""
+    name = f"t_{os.urandom(4).hex()}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    pgs.migrate(dsn)
+    return dsn
+
+
+def test_migrate_is_versioned_and_idempotent(postgres_dsn: str) -> None:
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE mig_check")
+    dsn = postgres_dsn.rsplit("/", 1)[0] + "/mig_check"
+    versions = [m.version for m in available_migrations()]
+    assert pgs.migrate(dsn) == versions
+    assert pgs.migrate(dsn) == []
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT version, checksum FROM schema_migrations ORDER BY version").fetchall()
+        assert [r[0] for r in rows] == versions
+        assert rows[0][1] == available_migrations()[0].checksum
+        indexes = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'synthetic_transactions'"
+            )
+        }
+    defs = " ".join(indexes.values())
+    assert (
+        "UNIQUE INDEX synthetic_transactions_pkey ON public.synthetic_transactions "
+        "USING btree (transaction_id)" in defs
+    )
+    for column in ("user_id", "batch_id", '"timestamp"', "is_fraud"):
+        assert f"btree ({column})" in defs
+
+
+def test_load_is_exact_and_retry_never_duplicates(fresh_db: str, make_batch) -> None:
+    root, manifest, table = make_batch(50_000, seed=11, files=5)
+    batch_id = manifest["batch_id"]
+    paths = [f"{root}/batch_id={batch_id}/{f['path']}" for f in manifest["files"]]
+    with pgs.connect(fresh_db) as conn:
+        assert sum(pgs.load_parquet_file(conn, p, batch_id) for p in paths) == 50_000
+        # a retry of every file (as after a crash) inserts nothing
+        assert sum(pgs.load_parquet_file(conn, p, batch_id) for p in paths) == 0
+        # a partial overlap: half a file new, half already there
+        assert pgs.load_parquet_file(conn, table.slice(0, 10), batch_id) == 0
+        assert pgs.batch_row_counts(conn, batch_id) == (50_000, manifest["fraud_rows"])
+        total, tsmin, tsmax, nulls_card, ips = conn.execute(
+            'SELECT sum(amount), min("timestamp"), max("timestamp"), '
+            "count(*) FILTER (WHERE card_id IS NULL), "
+            "count(*) FILTER (WHERE ip_address IS NOT NULL) FROM synthetic_transactions"
+        ).fetchone()
+        row = conn.execute(
+            'SELECT transaction_id, amount, "timestamp", ip_address::text, signature, is_fraud, latitude '
+            "FROM synthetic_transactions WHERE transaction_id = %s",
+            (table.column("transaction_id")[123].as_py(),),
+        ).fetchone()
+    cents = pc.sum(pc.cast(table.column("amount"), pa.decimal128(38, 2))).as_py()
+    assert total == cents
+    assert tsmin == pc.min(table.column("timestamp")).as_py()
+    assert tsmax == pc.max(table.column("timestamp")).as_py()
+    assert nulls_card == table.column("card_id").null_count
+    assert ips == 50_000 - table.column("ip_address").null_count
+    expected = table.slice(123, 1).to_pylist()[0]
+    assert row[1] == expected["amount"] and isinstance(row[1], Decimal)
+    assert row[2] == expected["timestamp"]
+    assert (row[3] or "").split("/")[0] == (expected["ip_address"] or "")
+    assert (
+        row[4] == expected["signature"] and row[5] == expected["is_fraud"] and row[6] == expected["latitude"]
+    )
+
+
+def test_load_rejects_rows_of_another_batch(fresh_db: str, make_batch) -> None:
+    _, _, table = make_batch(2_000, seed=12, files=1)
+    with pgs.connect(fresh_db) as conn, pytest.raises(ValueError, match="do not all belong"):
+        pgs.load_parquet_file(conn, table, "another-batch")
+
+
+def test_synthetic_batches_is_worm(fresh_db: str, make_batch) -> None:
+    _, manifest, _ = make_batch(2_000, seed=13, files=2)
+    pgs.record_batch(fresh_db, manifest, {"note": "first"})
+    pgs.record_batch(fresh_db, manifest, {"note": "same hash again: idempotent"})
+    with pytest.raises(pgs.BatchConflictError, match="write-once"):
+        pgs.record_batch(fresh_db, {**manifest, "batch_sha256": "0" * 64}, {})
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        stored = conn.execute("SELECT sha256_hash, rows, metadata->>'note' FROM synthetic_batches").fetchall()
+        assert stored == [(manifest["batch_sha256"], manifest["rows"], "first")]
+        for statement in (
+            "UPDATE synthetic_batches SET rows = 0",
+            "DELETE FROM synthetic_batches",
+            "TRUNCATE synthetic_batches",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="write-once"):
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM synthetic_batches").fetchone() == (1,)
+
+
+def test_fraud_statistics_matches_pandas(fresh_db: str, make_batch) -> None:
+    root, manifest, _ = make_batch(30_000, seed=14, files=3)
+    batch_id = manifest["batch_id"]
+    with pgs.connect(fresh_db) as conn:
+        for f in manifest["files"]:
+            pgs.load_parquet_file(conn, f"{root}/batch_id={batch_id}/{f['path']}", batch_id)
+        view = pd.DataFrame(
+            conn.execute(
+                "SELECT tenant_id, day, fraud_scenario, tx_count, fraud_count, day_tx_count, fraud_rate, "
+                "total_amount, fraud_amount FROM fraud_statistics"
+            ).fetchall(),
+            columns=[
+                "tenant_id",
+                "day",
+                "fraud_scenario",
+                "tx_count",
+                "fraud_count",
+                "day_tx_count",
+                "fraud_rate",
+                "total_amount",
+                "fraud_amount",
+            ],
+        )
+    df = pa.concat_tables(
+        [pq.read_table(f"{root}/batch_id={batch_id}/{f['path']}") for f in manifest["files"]]
+    ).to_pandas()
+    df["day"] = df["timestamp"].dt.tz_convert("UTC").dt.date
+    df["scenario"] = df["fraud_scenario"].fillna("legit")
+    df["fraud_amt"] = df["amount"].where(df["is_fraud"], Decimal(0))
+    per = (
+        df.groupby(["tenant_id", "day", "scenario"])
+        .agg(
+            tx_count=("transaction_id", "size"),
+            fraud_count=("is_fraud", "sum"),
+            total_amount=("amount", "sum"),
+            fraud_amount=("fraud_amt", "sum"),
+        )
+        .reset_index()
+    )
+    days = (
+        per.groupby(["tenant_id", "day"])
+        .agg(
+            tx_count=("tx_count", "sum"),
+            fraud_count=("fraud_count", "sum"),
+            total_amount=("total_amount", "sum"),
+            fraud_amount=("fraud_amount", "sum"),
+        )
+        .reset_index()
+        .assign(scenario="all")
+    )
+    expected = pd.concat([per, days])
+    expected = expected.merge(days[["tenant_id", "day", "tx_count"]].rename(columns={"tx_count": "day_tx"}))
+    assert len(view) == len(expected) > 31
+    merged = view.merge(
+        expected,
+        left_on=["tenant_id", "day", "fraud_scenario"],
+        right_on=["tenant_id", "day", "scenario"],
+        suffixes=("", "_pd"),
+    )
+    assert len(merged) == len(view)
+    for col in ("tx_count", "fraud_count", "total_amount", "fraud_amount"):
+        assert (merged[col] == merged[f"{col}_pd"]).all(), col
+    assert (merged["day_tx_count"] == merged["day_tx"]).all()
+    rate = merged["fraud_count"].astype(float) / merged["day_tx"]
+    assert ((merged["fraud_rate"].astype(float) - rate).abs() < 1e-6).all()
+    all_rows = view[view.fraud_scenario == "all"]
+    assert (
+        int(all_rows.tx_count.sum()) == 30_000 and int(all_rows.fraud_count.sum()) == manifest["fraud_rows"]
+    )
