@@ -39,6 +39,7 @@ from deployments.auth import SCOPE_READ, SCOPE_WRITE, Authenticator, AuthError, 
 from deployments.generator import GeneratorService, Outcome
 from deployments.metrics import METRICS_CONTENT_TYPE, LocalState, Observation, SharedState
 from deployments.ratelimit import retry_after_header
+from deployments.stream_ws import register_stream_route
 from fraudgen import __version__
 from fraudgen.config import Settings
 from fraudgen.logs import configure_logging
@@ -372,6 +373,8 @@ def create_app(
         """Export, Postgres and Kafka state and counts of one batch; 404 if unknown."""
         request.state.batch_id = batch_id
         return outcome_response(await backend.batch_status(batch_id))
+
+    register_stream_route(app, auth, state)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:

@@ -42,6 +42,10 @@ FLAG_OF_FIELD = {
     "currency": "--currency",
     "tenant_id": "--tenant",
     "shard_rows": "--shard-rows",
+    "rate": "--rate",
+    "duration_s": "--duration",
+    "speedup": "--speedup",
+    "stream_id": "--stream-id",
 }
 
 ConfigOption = Annotated[
@@ -380,6 +384,69 @@ def dev_up(
     from fraudgen.devservices import dev_up_command
 
     raise typer.Exit(dev_up_command(services, migrate=migrate))
+
+
+@app.command()
+def stream(
+    rate: Annotated[float, typer.Option(help="average transactions per second")] = 1_000.0,
+    duration: Annotated[float | None, typer.Option(help="stop after S seconds")] = None,
+    rows: Annotated[int | None, typer.Option(help="stop after N transactions")] = None,
+    speedup: Annotated[
+        float | None, typer.Option(help="event-time pacing: event seconds per wall second")
+    ] = None,
+    scenarios: Annotated[str | None, typer.Option(help="mix, e.g. card_testing=2,phishing=1")] = None,
+    fraud_rate: Annotated[float | None, typer.Option(help="share of fraudulent rows, 0..1")] = None,
+    seed: Annotated[int, typer.Option(help="same seed ⇒ same sequence of events")] = 42,
+    sink: Annotated[str, typer.Option(help="stdout or kafka")] = "stdout",
+    actors: Annotated[
+        int, typer.Option(min=0, max=256, help="Ray actors generating in parallel (0: none)")
+    ] = 0,
+    users: Annotated[int | None, typer.Option(help="population size")] = None,
+    stream_id: Annotated[str, typer.Option(help="id carried as batch_id by every event")] = "stream",
+    config: ConfigOption = None,
+) -> None:
+    """Emit an endless (or bounded) paced stream in timestamp order; SIGINT/SIGTERM stop it cleanly."""
+    from fraudgen.stream import KafkaSink, StdoutSink, Stream, StreamConfig, install_signal_handlers
+
+    settings = load_settings(config)
+    if sink not in ("stdout", "kafka"):
+        fail(f"--sink: must be stdout or kafka (got {sink!r})")
+    fields: dict[str, Any] = {"rate": rate, "duration_s": duration, "rows": rows, "speedup": speedup,
+                              "seed": seed, "stream_id": stream_id, "fraud_rate": fraud_rate,
+                              "scenario_mix": _parse_mix(scenarios), "users": users}  # fmt: skip
+    try:
+        cfg = StreamConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        fail(
+            describe_validation_error(exc)
+            .replace("duration_s", "--duration")
+            .replace("stream_id", "--stream-id")
+        )
+    try:
+        target = KafkaSink(settings, cfg.stream_id) if sink == "kafka" else StdoutSink(sys.stdout.write)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    source = None
+    if actors:
+        from fraudgen.stream import ray_source
+
+        source = ray_source(cfg, actors)
+    runner = Stream(cfg, target, source)
+    install_signal_handlers(runner)
+    live = console.is_terminal
+
+    def progress(stats: Any) -> None:
+        s = stats.summary()
+        line = (f"sent {s['sent']:,}  rate {s['achieved_rate']:,.0f}/s (target {runner.rate:,.0f})  "
+                f"lag {s['lag_s']:.2f}s  fraud {100 * s['fraud_share']:.2f}%")  # fmt: skip
+        console.print(line, end="\r" if live else "\n", highlight=False)
+
+    try:
+        stats = runner.run(progress=progress)
+    except Exception as exc:  # a sink that failed mid-stream: say how far it got
+        console.print_json(json.dumps(runner.stats.summary()))
+        fail(f"stream stopped: {exc}", code=1)
+    console.print_json(json.dumps(stats.summary()))
 
 
 @app.command()

@@ -190,6 +190,40 @@ class StdoutSink:
         return None
 
 
+class KafkaSink:
+    """Signed events on ``synthetic_tx_events`` (same format as batch persistence), acks awaited at the end.
+
+    A full producer queue blocks ``send``, which blocks the pacing loop: the stream lags instead of
+    buffering without bound.
+    """
+
+    def __init__(self, settings: Any, stream_id: str) -> None:
+        from fraudgen.sinks.kafka import TransactionPublisher, ensure_topics
+
+        if not settings.kafka_bootstrap_servers or settings.kafka_hmac_key is None:
+            raise ValueError("--sink kafka: set FRAUDGEN_KAFKA_BOOTSTRAP_SERVERS and FRAUDGEN_KAFKA_HMAC_KEY")
+        ensure_topics(
+            settings.kafka_bootstrap_servers, settings.kafka_partitions, (settings.kafka_topic_events,)
+        )
+        self._batch_id = stream_id
+        self._publisher = TransactionPublisher(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_hmac_key.get_secret_value().encode(),
+            settings.kafka_hmac_key_id,
+            settings.kafka_topic_events,
+            message_timeout_ms=settings.kafka_message_timeout_ms,
+        )
+
+    def send(self, table: pa.Table) -> None:
+        self._publisher.produce_table(table, self._batch_id)
+
+    def flush(self) -> None:
+        self._publisher.flush_pending()
+
+    def close(self) -> None:
+        self._publisher.close()
+
+
 @dataclass
 class StreamStats:
     """Live figures of a running stream (read by the progress line, returned at the end)."""

@@ -85,9 +85,11 @@ def _purchases(
     merchant = np.where(
         travelling, nearby, np.where(r < 0.55, favourite, np.where(r < 0.92, nearby, anywhere))
     )
+    ecommerce = rng.random(m) < MCC_ECOM_SHARE[merchants.mcc[merchant]]
+    # a shop abroad is only visited in person while travelling: otherwise shop where the user is
+    merchant = np.where(~ecommerce & (merchants.country[merchant] != frame.country[rows]), nearby, merchant)
     fill_merchant(frame, rows, merchant, merchants)
     mcc = merchants.mcc[merchant]
-    ecommerce = rng.random(m) < MCC_ECOM_SHARE[mcc]
     frame.ttype[rows] = TYPE["purchase"]
     frame.channel[rows] = np.where(ecommerce, CHANNEL["ecommerce"], CHANNEL["card_present"])
     frame.card[rows] = card

@@ -228,6 +228,27 @@ class TransactionPublisher:
             )
         return int(produced.sum())
 
+    def produce_table(self, table: pa.Table, batch_id: str) -> int:
+        """Queue every row without waiting for acks (streams): backpressure comes from the producer's
+        bounded queue; :meth:`flush_pending` waits for the acks and raises on any failed delivery."""
+        headers_fixed = [("batch_id", batch_id.encode()), ("schema_version", SCHEMA_VERSION.encode())]
+        for lo in range(0, table.num_rows, CHUNK_ROWS):
+            chunk = table.slice(lo, CHUNK_ROWS)
+            values = binary_values(json_values(chunk))
+            signatures = sign_values(values, self._key, self._key_id)
+            keys = binary_values(chunk.column("account_id"))
+            self._produce_all(values, keys, signatures, headers_fixed, self._key_id.encode())
+        return table.num_rows
+
+    def flush_pending(self) -> None:
+        """Wait for every queued message; raise :class:`KafkaSinkError` if any was not acknowledged."""
+        remaining = self._producer.flush(self._timeout_s + 10)
+        if self._failures.errors or remaining:
+            first = self._failures.errors[0][0].str() if self._failures.errors else "flush timed out"
+            lost = len(self._failures.errors) + int(remaining)
+            self._failures.errors.clear()
+            raise KafkaSinkError(f"{lost} messages not acknowledged by {self.bootstrap} ({first})", True)
+
     def _produce_all(
         self,
         values: list[bytes],
