@@ -143,8 +143,19 @@ def generate(
         fail(f"--format: must be parquet or csv (got {fmt!r})")
     if engine not in ("rules", "llm"):
         fail(f"--engine: must be rules or llm (got {engine!r})")
+    llm = None
     if engine == "llm":
-        fail("--engine llm: the LLM engine is not available in this build of the batch pipeline yet")
+        from fraudgen.pipeline import LlmOptions
+
+        model_dir = model or settings.llm_model_dir
+        if not model_dir or not Path(model_dir).is_dir():
+            fail(f"--model: a trained model directory is required for --engine llm (got {model_dir!r})")
+        llm = LlmOptions(
+            model_dir=str(Path(model_dir).resolve()),
+            adapter=settings.llm_adapter,
+            device=settings.llm_device,
+            torch_threads=settings.llm_torch_threads,
+        )
     sinks = _parse_sinks(sink)
     request = build_request(
         rows=rows,
@@ -159,6 +170,7 @@ def generate(
         currency=currency,
         tenant_id=tenant,
         shard_rows=shard_rows or settings.shard_rows,
+        engine=engine,
     )
     target = out_uri or settings.output_uri
     if "s3" in sinks and not target.startswith("s3://"):
@@ -175,12 +187,15 @@ def generate(
                 workers=workers,
                 progress=lambda done, _total: bar.update(task, completed=done),
                 allow_failed=allow_failed,
+                llm=llm,
             )
     except GateFailedError as exc:
         _print_result(exc.result.model_dump(), as_json)
         fail(str(exc), code=1)
     except (BatchExistsError, StoreError) as exc:
         fail(f"--out: {exc}")
+    except (FileNotFoundError, ValueError) as exc:
+        fail(f"--model: {exc}" if engine == "llm" else str(exc))
     summary = result.model_dump()
     persisted = _persist_after_generate(result.batch_id, target, sinks - {"s3"}, settings, request)
     if persisted:
@@ -447,6 +462,41 @@ def stream(
         console.print_json(json.dumps(runner.stats.summary()))
         fail(f"stream stopped: {exc}", code=1)
     console.print_json(json.dumps(stats.summary()))
+
+
+llm_app = typer.Typer(help="The LLM engine: train a model, sample from it.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("train")
+def llm_train(
+    data: Annotated[str, typer.Option(help="Parquet file or batch directory of reference transactions")],
+    out_dir: Annotated[str, typer.Option("--out", help="model directory to write")],
+    base: Annotated[
+        str, typer.Option(help="scratch, a fraudgen model dir, or a local HF causal LM dir")
+    ] = "scratch",
+    lora: Annotated[bool, typer.Option("--lora", help="train a LoRA adapter instead of all weights")] = False,
+    load_4bit: Annotated[bool, typer.Option("--load-4bit", help="NF4 4-bit base (CUDA, QLoRA)")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Train the row model locally (nothing is downloaded)."""
+    from fraudgen.llm.command import llm_train_command
+
+    raise typer.Exit(llm_train_command(data, out_dir, base, lora, load_4bit, load_settings(config)))
+
+
+@llm_app.command("sample")
+def llm_sample(
+    model: Annotated[str, typer.Option(help="trained model directory")],
+    rows: Annotated[int, typer.Option(help="transactions to sample")] = 1_000,
+    seed: Annotated[int, typer.Option()] = 42,
+    out_dir: Annotated[str | None, typer.Option("--out", help="write Parquet here")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Sample transactions from a model; prints validity, fallbacks and privacy figures as JSON."""
+    from fraudgen.llm.command import llm_sample_command
+
+    raise typer.Exit(llm_sample_command(model, rows, seed, out_dir, load_settings(config)))
 
 
 @app.command()

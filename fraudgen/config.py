@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     # --- LLM engine (fraudgen/llm) -------------------------------------------------------------------
     llm_model_dir: str | None = Field(default=None, description="fraudgen model directory for engine=llm")
     llm_adapter: str | None = Field(default=None, description="LoRA adapter name under <model>/adapters")
-    llm_device: str | None = Field(default=None, description="cpu, cuda or cuda:N; default: cuda if available")
-    llm_torch_threads: int = Field(default=1, ge=0, le=256, description="torch CPU threads; 0 = torch default")
+    llm_device: str | None = Field(default=None, description="cpu | cuda[:N]; default cuda if available")
+    llm_torch_threads: int = Field(default=1, ge=0, le=256, description="torch CPU threads (0: default)")
     llm_train_steps: int = Field(default=600, ge=1, le=10_000_000)
     llm_train_max_seconds: float | None = Field(default=None, gt=0, description="stop training after this")
     llm_sample_batch: int = Field(default=512, ge=1, le=65_536, description="lines per sampling batch")

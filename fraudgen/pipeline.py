@@ -66,6 +66,7 @@ class BatchResult(BaseModel):
     reused: bool = False
     published: bool = True
     validation: dict[str, Any] | None = None
+    llm: dict[str, Any] | None = None
 
 
 def encode_table(table: pa.Table, fmt: FileFormat, compression: str = "snappy") -> bytes:
@@ -78,14 +79,48 @@ def encode_table(table: pa.Table, fmt: FileFormat, compression: str = "snappy") 
     return sink.getvalue()
 
 
+class LlmOptions(BaseModel):
+    """Which trained model (and LoRA adapter) generates the rows of an ``engine="llm"`` request."""
+
+    model_dir: str
+    adapter: str | None = None
+    device: str | None = None
+    torch_threads: int = 1
+
+
+def generate_rows(
+    request: GenerationRequest, spec: ShardSpec, llm: LlmOptions | None
+) -> tuple[pa.Table, dict[str, Any] | None]:
+    """One shard's rows from the engine the request names (the LLM engine reports validity/fallbacks)."""
+    if request.engine == "rules":
+        from fraudgen.simulate.engine import generate_shard
+
+        return generate_shard(request, spec), None
+    if llm is None:
+        raise ValueError("engine llm: a model directory is required (--model or FRAUDGEN_LLM_MODEL_DIR)")
+    import torch
+
+    from fraudgen.llm.sample import get_engine
+
+    if llm.torch_threads:
+        torch.set_num_threads(llm.torch_threads)
+    table, report = get_engine(llm.model_dir, llm.adapter, llm.device).generate_shard(request, spec)
+    return table, report.model_dump(mode="json")
+
+
 def write_shard(
-    request: GenerationRequest, spec: ShardSpec, store: Store, prefix: str, fmt: FileFormat, compression: str
+    request: GenerationRequest,
+    spec: ShardSpec,
+    store: Store,
+    prefix: str,
+    fmt: FileFormat,
+    compression: str,
+    llm: LlmOptions | None = None,
 ) -> dict[str, Any]:
     """Generate, summarise and write one shard; returns its manifest entry and validation summary."""
-    from fraudgen.simulate.engine import generate_shard
     from fraudgen.validate.stage import summarise_block
 
-    table = generate_shard(request, spec)
+    table, llm_report = generate_rows(request, spec, llm)
     summary = summarise_block(table, (request.start, request.end), seed=spec.index)
     data = encode_table(table, fmt, compression)
     name = f"{spec.name}.{fmt}"
@@ -98,20 +133,26 @@ def write_shard(
         sha256=hashlib.sha256(data).hexdigest(),
         bytes=len(data),
     )
-    return {"index": spec.index, "entry": entry.model_dump_json(), "summary": pickle.dumps(summary)}
+    return {
+        "index": spec.index,
+        "entry": entry.model_dump_json(),
+        "summary": pickle.dumps(summary),
+        "llm": json.dumps(llm_report),
+    }
 
 
 def _shard_task(
-    batch: dict[str, Any], request_json: str, uri: str, prefix: str, fmt: str, compression: str
+    batch: dict[str, Any], request_json: str, uri: str, prefix: str, fmt: str, compression: str, llm_json: str
 ) -> dict:
     """Ray Data UDF: one batch holds one shard spec."""
     request = GenerationRequest.model_validate_json(request_json)
     store = open_store(uri)
+    llm = LlmOptions.model_validate_json(llm_json) if llm_json else None
     results = [
-        write_shard(request, ShardSpec.model_validate_json(str(spec)), store, prefix, fmt, compression)  # type: ignore[arg-type]
+        write_shard(request, ShardSpec.model_validate_json(str(spec)), store, prefix, fmt, compression, llm)  # type: ignore[arg-type]
         for spec in batch["spec"]
     ]
-    return {key: [r[key] for r in results] for key in ("index", "entry", "summary")}
+    return {key: [r[key] for r in results] for key in ("index", "entry", "summary", "llm")}
 
 
 def batch_sha256(batch_id: str, rows: int, files: list[FileEntry]) -> str:
@@ -140,14 +181,21 @@ def run_generation(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     allow_failed: bool = False,
+    llm: LlmOptions | None = None,
 ) -> BatchResult:
-    """Generate a whole batch with Ray Data (one task per shard) and publish it."""
+    """Generate a whole batch with Ray Data (one task per shard) and publish it.
+
+    With ``engine="llm"`` each task samples its shard from the model (loaded once per worker process and
+    cached); on a cluster with GPUs every task takes one GPU.
+    """
     import ray
 
     from fraudgen.raylocal import init_ray
 
+    if request.engine == "llm" and llm is None:
+        raise ValueError("engine llm: a model directory is required (--model or FRAUDGEN_LLM_MODEL_DIR)")
     started = time.perf_counter()
-    store, final, reused = _prepare(request, settings, out_uri, fmt, started)
+    store, final, reused = _prepare(request, settings, out_uri, fmt, started, llm)
     if reused is not None:
         return reused
     specs = build_manifest(request)
@@ -161,19 +209,21 @@ def run_generation(
         batch_size=1,
         compute=ray.data.TaskPoolStrategy(size=min(parallelism, len(specs))),
         num_cpus=1,
+        num_gpus=1 if request.engine == "llm" and ray.available_resources().get("GPU", 0) >= 1 else 0,
         fn_kwargs={
             "request_json": request.model_dump_json(),
             "uri": store.root,
             "prefix": staging,
             "fmt": fmt,
             "compression": settings.parquet_compression,
+            "llm_json": llm.model_dump_json() if llm else "",
         },
     )
     shards: list[dict[str, Any]] = []
     done = 0
     try:
         for row in dataset.iter_rows():
-            shards.append({"index": int(row["index"]), "entry": row["entry"], "summary": row["summary"]})
+            shards.append({key: row[key] for key in ("index", "entry", "summary", "llm")})
             done += FileEntry.model_validate_json(row["entry"]).rows
             if progress:
                 progress(done, request.rows)
@@ -181,7 +231,7 @@ def run_generation(
         if staging != final:
             store.delete_prefix(staging)
         raise
-    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started)
+    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
 
 
 def generate_batch_inprocess(
@@ -190,27 +240,41 @@ def generate_batch_inprocess(
     out_uri: str | None = None,
     fmt: FileFormat = "parquet",
     allow_failed: bool = False,
+    llm: LlmOptions | None = None,
 ) -> BatchResult:
     """The same batch without Ray: for API-sized requests (≤ 100k rows) where task start-up would dominate."""
     started = time.perf_counter()
-    store, final, reused = _prepare(request, settings, out_uri, fmt, started)
+    store, final, reused = _prepare(request, settings, out_uri, fmt, started, llm)
     if reused is not None:
         return reused
     staging = store.staging_prefix(final)
     try:
         shards = [
-            write_shard(request, spec, store, staging, fmt, settings.parquet_compression)
+            write_shard(request, spec, store, staging, fmt, settings.parquet_compression, llm)
             for spec in build_manifest(request)
         ]
     except Exception:
         if staging != final:
             store.delete_prefix(staging)
         raise
-    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started)
+    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
+
+
+def batch_fingerprint(request: GenerationRequest, llm: LlmOptions | None) -> str:
+    """The identity of a batch's content: the request, plus the model and adapter for the LLM engine."""
+    if request.engine != "llm" or llm is None:
+        return request.fingerprint()
+    model = {"model_dir": llm.model_dir, "adapter": llm.adapter}
+    return hashlib.sha256(f"{request.fingerprint()}|{json.dumps(model, sort_keys=True)}".encode()).hexdigest()
 
 
 def _prepare(
-    request: GenerationRequest, settings: Settings, out_uri: str | None, fmt: FileFormat, started: float
+    request: GenerationRequest,
+    settings: Settings,
+    out_uri: str | None,
+    fmt: FileFormat,
+    started: float,
+    llm: LlmOptions | None = None,
 ) -> tuple[Store, str, BatchResult | None]:
     """Open and check the output; return the existing result when the same batch is already published."""
     store = open_store(out_uri or settings.output_uri)
@@ -220,7 +284,7 @@ def _prepare(
     existing = read_manifest(store, batch_id)
     if existing is None:
         return store, final, None
-    if existing.get("fingerprint") != request.fingerprint() or existing.get("format") != fmt:
+    if existing.get("fingerprint") != batch_fingerprint(request, llm) or existing.get("format") != fmt:
         where = store.uri(final)
         raise BatchExistsError(f"batch_id {batch_id!r} already exists at {where} with other content")
     log.info("batch already published; reusing it", batch_id=batch_id)
@@ -237,6 +301,7 @@ def _finalize(
     settings: Settings,
     allow_failed: bool,
     started: float,
+    llm: LlmOptions | None = None,
 ) -> BatchResult:
     """Merge shard summaries, apply the gates, write report and manifest, publish (or quarantine)."""
     from fraudgen.validate.report import write_report
@@ -267,11 +332,14 @@ def _finalize(
         "fraud_rows": fraud_rows,
         "files": [f.model_dump() for f in files],
         "batch_sha256": digest,
-        "fingerprint": request.fingerprint(),
+        "fingerprint": batch_fingerprint(request, llm),
         "request": request.model_dump(mode="json"),
         "generator": f"fraudgen {__version__}",
         "validation": {"passed": report.passed, "failures": [f.model_dump() for f in report.failures]},
     }
+    llm_reports = [json.loads(shard["llm"]) for shard in shards if shard.get("llm") not in (None, "null")]
+    if llm_reports:
+        manifest["llm"] = _merge_llm_reports(llm_reports)
     publish = report.passed or allow_failed
     target = final if publish else f"_failed/{final}"
     if not publish and staging == final:
@@ -291,12 +359,23 @@ def _finalize(
         seconds=time.perf_counter() - started,
         published=publish,
         validation=json.loads(report.to_json()),
+        llm=manifest.get("llm"),
     )
     log.info("batch written", batch_id=batch_id, rows=rows, location=result.location, passed=report.passed)
     if not publish:
         reasons = "; ".join(f.message for f in report.failures)
         raise GateFailedError(f"validation gates failed for batch {batch_id}: {reasons}", result)
     return result
+
+
+def _merge_llm_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Validity before fallback, fallbacks by reason and copies over the whole batch."""
+    from fraudgen.llm.sample import LlmReport
+
+    merged = LlmReport.model_validate(reports[0])
+    for report in reports[1:]:
+        merged = merged.merge(LlmReport.model_validate(report))
+    return merged.model_dump(mode="json")
 
 
 def _write_report_files(store: Store, prefix: str, report: Any, summary: Any, write_report: Any) -> None:
