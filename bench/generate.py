@@ -41,8 +41,60 @@ def in_memory(request: GenerationRequest) -> dict[str, Any]:
     }
 
 
+def end_to_end(request: GenerationRequest) -> dict[str, Any]:
+    """Rows per second of the whole pipeline (Ray Data, both cores): generate, summarise for validation,
+    write Parquet, merge the summaries, apply the gates, write the report and the manifest, publish.
+    Peak RSS is summed over the driver and the Ray workers' process tree at its highest sample."""
+    import shutil
+    import tempfile
+    import threading
+
+    import psutil
+
+    from fraudgen.config import Settings
+    from fraudgen.pipeline import run_generation
+    from fraudgen.raylocal import init_ray
+
+    init_ray()
+    peak = {"rss": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not done.wait(0.5):
+            procs = [me, *me.children(recursive=True)]
+            rss = 0
+            for proc in procs:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            peak["rss"] = max(peak["rss"], rss)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    out = tempfile.mkdtemp(prefix="bench-gen-")
+    try:
+        started = time.perf_counter()
+        result = run_generation(request, Settings(), out_uri=out, allow_failed=True)
+        elapsed = time.perf_counter() - started
+    finally:
+        done.set()
+        shutil.rmtree(out, ignore_errors=True)
+    return {
+        "end_to_end_rows_per_s": round(result.rows / elapsed),
+        "end_to_end_seconds": round(elapsed, 3),
+        "end_to_end_files": len(result.files),
+        "end_to_end_validation_passed": bool(result.validation and result.validation.get("passed")),
+        "end_to_end_peak_rss_mib_all_processes": round(peak["rss"] / 2**20, 1),
+    }
+
+
 #: name → measurement; each returns the JSON fields it contributes.
-MEASUREMENTS: dict[str, Callable[[GenerationRequest], dict[str, Any]]] = {"in_memory": in_memory}
+MEASUREMENTS: dict[str, Callable[[GenerationRequest], dict[str, Any]]] = {
+    "in_memory": in_memory,
+    "end_to_end": end_to_end,
+}
 
 
 def peak_rss_mib() -> float:
