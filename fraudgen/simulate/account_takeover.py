@@ -8,7 +8,7 @@ import numpy as np
 from fraudgen.simulate.context import (
     MINUTE_US,
     ShardContext,
-    expand_cases,
+    case_frame,
     place_cases,
     random_ips,
     to_cents,
@@ -26,10 +26,8 @@ def sample_case_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases: np.ndarray) -> Frame:
     n_cases = sizes.size
-    case_of_row, _ = expand_cases(sizes)
+    frame, case_of_row, _ = case_frame(sizes, cases)
     m = case_of_row.size
-    frame = Frame.empty(m)
-    frame.case[:] = cases[case_of_row]
     victim = np.floor(rng.random(n_cases) * ctx.users.count).astype(np.int64)
     home = ctx.users.home_country[victim]
     abroad = rng.random(n_cases) < 0.6

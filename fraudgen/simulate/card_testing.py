@@ -8,7 +8,7 @@ import numpy as np
 from fraudgen.simulate.context import (
     MINUTE_US,
     ShardContext,
-    expand_cases,
+    case_frame,
     fill_merchant,
     place_cases,
     random_ips,
@@ -27,9 +27,7 @@ def sample_case_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases: np.ndarray) -> Frame:
     n_cases = sizes.size
-    case_of_row, position = expand_cases(sizes)
-    frame = Frame.empty(case_of_row.size)
-    frame.case[:] = cases[case_of_row]
+    frame, case_of_row, position = case_frame(sizes, cases)
     merchants = ctx.merchants
     victim = np.floor(rng.random(n_cases) * ctx.users.count).astype(np.int64)
     card_k = np.floor(rng.random(n_cases) * ctx.users.n_cards[victim]).astype(np.int64)

@@ -126,6 +126,15 @@ def expand_cases(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return case_of_row, position
 
 
+def case_frame(sizes: np.ndarray, cases: np.ndarray) -> tuple[Frame, np.ndarray, np.ndarray]:
+    """An empty frame for cases of the given sizes, rows labelled with their case number; also the case
+    index and the position inside its case of every row."""
+    case_of_row, position = expand_cases(sizes)
+    frame = Frame.empty(case_of_row.size)
+    frame.case[:] = cases[case_of_row]
+    return frame, case_of_row, position
+
+
 def case_starts(
     rng: np.random.Generator, ctx: ShardContext, n_cases: int, duration_us: np.ndarray
 ) -> np.ndarray:

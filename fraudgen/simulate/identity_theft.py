@@ -8,7 +8,7 @@ import numpy as np
 from fraudgen.simulate.context import (
     HOUR_US,
     ShardContext,
-    expand_cases,
+    case_frame,
     own_ip_of,
     place_cases,
     to_cents,
@@ -25,10 +25,8 @@ def sample_case_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases: np.ndarray) -> Frame:
     n_cases = sizes.size
-    case_of_row, position = expand_cases(sizes)
+    frame, case_of_row, position = case_frame(sizes, cases)
     m = case_of_row.size
-    frame = Frame.empty(m)
-    frame.case[:] = cases[case_of_row]
     merchants = ctx.merchants
     identity = ctx.identity_user_start + np.arange(n_cases, dtype=np.int64)
     options = np.asarray(ctx.countries, dtype=np.int16)

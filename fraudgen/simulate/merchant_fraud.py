@@ -10,7 +10,7 @@ from fraudgen.simulate.context import (
     DAY_US,
     HOUR_US,
     ShardContext,
-    expand_cases,
+    case_frame,
     fill_merchant,
     own_device,
     place_cases,
@@ -27,10 +27,8 @@ def sample_case_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases: np.ndarray) -> Frame:
     n_cases = sizes.size
-    case_of_row, position = expand_cases(sizes)
+    frame, case_of_row, position = case_frame(sizes, cases)
     m = case_of_row.size
-    frame = Frame.empty(m)
-    frame.case[:] = cases[case_of_row]
     merchants = ctx.merchants
     shop = np.floor(rng.random(n_cases) * merchants.size).astype(np.int64)
     fill_merchant(frame, np.arange(m), shop[case_of_row], merchants)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraudgen.simulate.context import HOUR_US, ShardContext, expand_cases, own_device, place_cases, to_cents
+from fraudgen.simulate.context import HOUR_US, ShardContext, case_frame, own_device, place_cases, to_cents
 from fraudgen.simulate.frame import CHANNEL, STATUS, TYPE, Frame
 from fraudgen.world import REPORTING_THRESHOLD
 
@@ -19,10 +19,8 @@ def sample_case_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases: np.ndarray) -> Frame:
     n_cases = sizes.size
-    case_of_row, position = expand_cases(sizes)
+    frame, case_of_row, position = case_frame(sizes, cases)
     m = case_of_row.size
-    frame = Frame.empty(m)
-    frame.case[:] = cases[case_of_row]
     users = ctx.users
     mule = np.floor(rng.random(n_cases) * users.count).astype(np.int64)
     progress = position / np.maximum(sizes[case_of_row] - 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraudgen.simulate.context import MINUTE_US, ShardContext, expand_cases, own_device, place_cases, to_cents
+from fraudgen.simulate.context import MINUTE_US, ShardContext, case_frame, own_device, place_cases, to_cents
 from fraudgen.simulate.frame import CHANNEL, STATUS, TYPE, Frame
 
 MIN_CASE_SIZE = 1
@@ -17,10 +17,8 @@ def sample_case_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def build(ctx: ShardContext, sizes: np.ndarray, rng: np.random.Generator, cases: np.ndarray) -> Frame:
     n_cases = sizes.size
-    case_of_row, _ = expand_cases(sizes)
+    frame, case_of_row, _ = case_frame(sizes, cases)
     m = case_of_row.size
-    frame = Frame.empty(m)
-    frame.case[:] = cases[case_of_row]
     users = ctx.users
     victim = np.floor(rng.random(n_cases) * users.count).astype(np.int64)
     row_victim = victim[case_of_row]

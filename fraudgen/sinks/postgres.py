@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from fraudgen.logs import mask_dsn
-from fraudgen.schema import conform, decimal_to_cents
+from fraudgen.schema import TRANSACTION_SCHEMA, conform, decimal_to_cents
 from fraudgen.sinks.migrate import apply_migrations
 
 log = structlog.get_logger(__name__)
@@ -29,28 +29,8 @@ log = structlog.get_logger(__name__)
 #: microseconds between the Unix epoch and Postgres' epoch (2000-01-01 UTC)
 _PG_EPOCH_US = 946_684_800_000_000
 _FIXED = ("timestamp", "amount_cents", "latitude", "longitude", "is_fraud")
-_TEXT = (
-    "transaction_id",
-    "batch_id",
-    "tenant_id",
-    "user_id",
-    "account_id",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "counterparty_id",
-    "currency",
-    "transaction_type",
-    "channel",
-    "status",
-    "device_id",
-    "ip_address",
-    "country",
-    "fraud_scenario",
-    "fraud_case_id",
-    "source",
-    "signature",
-)
+#: every string column of the contract, in schema order (sent as text by COPY)
+_TEXT = tuple(f.name for f in TRANSACTION_SCHEMA if pa.types.is_string(f.type))
 _STAGE_COLUMNS = _FIXED + _TEXT
 _STAGE_DDL = (
     'CREATE TEMP TABLE IF NOT EXISTS fg_stage ("timestamp" timestamptz, amount_cents int8, latitude float8, '
