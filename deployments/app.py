@@ -55,7 +55,13 @@ class Backend(Protocol):
 
     async def preview(self, request_json: str, adapter: str | None) -> Outcome: ...
     async def generate(
-        self, request_json: str, fmt: str, sinks: list[str] | None, allow_failed: bool, audit: dict[str, Any]
+        self,
+        request_json: str,
+        fmt: str,
+        sinks: list[str] | None,
+        allow_failed: bool,
+        audit: dict[str, Any],
+        adapter: str | None = None,
     ) -> Outcome: ...
     async def batch_status(self, batch_id: str) -> Outcome: ...
     async def ready(self) -> dict[str, str]: ...
@@ -73,10 +79,16 @@ class LocalBackend:
         return await anyio.to_thread.run_sync(self.service.preview, request_json, adapter)
 
     async def generate(
-        self, request_json: str, fmt: str, sinks: list[str] | None, allow_failed: bool, audit: dict[str, Any]
+        self,
+        request_json: str,
+        fmt: str,
+        sinks: list[str] | None,
+        allow_failed: bool,
+        audit: dict[str, Any],
+        adapter: str | None = None,
     ) -> Outcome:
         return await anyio.to_thread.run_sync(
-            self.service.generate, request_json, fmt, sinks, allow_failed, audit
+            self.service.generate, request_json, fmt, sinks, allow_failed, audit, adapter
         )
 
     async def batch_status(self, batch_id: str) -> Outcome:
@@ -318,7 +330,7 @@ def create_app(
 
         def run() -> Any:
             return backend.generate(
-                generation.model_dump_json(), body.format, sinks, body.allow_failed, audit
+                generation.model_dump_json(), body.format, sinks, body.allow_failed, audit, body.adapter
             )
 
         if idempotency_key is None:

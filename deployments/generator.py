@@ -15,8 +15,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
@@ -52,6 +54,36 @@ def table_json(table: Any) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+#: LlmReport fields an API answer carries (the full report stays in the replica's log)
+LLM_REPORT_FIELDS = {"validity_rate", "llm_rows", "fallback_rows", "fallback_by_reason", "adapter"}
+LLM_MODEL_SETTINGS = "FRAUDGEN_API_LLM_MODEL_DIR or FRAUDGEN_LLM_MODEL_DIR"
+
+
+def resolve_llm_model_dir(settings: Settings) -> Path | None:
+    """The API's LLM model: ``api_llm_model_dir``, else the library's ``llm_model_dir`` (both names work)."""
+    if settings.api_llm_model_dir is not None:
+        return settings.api_llm_model_dir
+    return Path(settings.llm_model_dir) if settings.llm_model_dir else None
+
+
+def without_llm_model(settings: Settings) -> Settings:
+    """The same settings with no LLM model: for processes that must not load one (ingress, generator
+    when the dedicated LLM deployment serves engine=llm)."""
+    return settings.model_copy(update={"api_llm_model_dir": None, "llm_model_dir": None})
+
+
+def preview_body(request: GenerationRequest, table: pa.Table, **extra: Any) -> dict[str, Any]:
+    """The preview answer, whichever process (ingress, generator, LLM replica) produced the rows."""
+    return {
+        "count": table.num_rows,
+        "seed": request.seed,
+        "engine": request.engine,
+        "fraud_rows": int(pc.sum(table.column("is_fraud")).as_py() or 0),
+        "transactions": table_json(table),
+        **extra,
+    }
+
+
 class GeneratorService:
     """Blocking operations; one instance per process (replica), holding the LLM model once loaded."""
 
@@ -60,7 +92,8 @@ class GeneratorService:
         self.store = open_store(settings.output_uri)
         self.llm_error: str | None = None
         self._llm_loaded = False
-        if settings.api_llm_model_dir is not None:
+        self.llm_model_dir = resolve_llm_model_dir(settings)
+        if self.llm_model_dir is not None:
             self._load_llm()
 
     # --- preview ----------------------------------------------------------------------------------------
@@ -77,27 +110,28 @@ class GeneratorService:
                 return unavailable
             from fraudgen.llm.sample import generate_llm_table
 
-            table, report = generate_llm_table(request, str(self.settings.api_llm_model_dir), adapter=adapter)
-            extra["llm"] = report.model_dump(include={"validity_rate", "llm_rows", "fallback_rows"})
-        fraud_rows = int(pc.sum(table.column("is_fraud")).as_py() or 0)
-        body = {
-            "count": table.num_rows,
-            "seed": request.seed,
-            "engine": request.engine,
-            "fraud_rows": fraud_rows,
-            "transactions": table_json(table),
-            **extra,
-        }
-        return Outcome(200, body)
+            try:
+                table, report = generate_llm_table(
+                    request,
+                    str(self.llm_model_dir),
+                    adapter=adapter or self.settings.llm_adapter,
+                    validate=False,
+                )
+            except (FileNotFoundError, ValueError) as exc:  # unknown/corrupt adapter, unknown scenario
+                return error(
+                    422, f"engine llm: {exc}", field="adapter" if "adapter" in str(exc) else "engine"
+                )
+            extra["llm"] = report.model_dump(include=LLM_REPORT_FIELDS)
+        return Outcome(200, preview_body(request, table, **extra))
 
     def _load_llm(self) -> None:
         """Load the model once per replica, so readiness reflects a model that can actually answer."""
-        model_dir = self.settings.api_llm_model_dir
+        model_dir = self.llm_model_dir
         if not module_available("fraudgen.llm.sample"):
             self.llm_error = "the LLM engine (fraudgen.llm.sample) is not installed in this build"
             return
         if model_dir is None or not model_dir.is_dir():
-            self.llm_error = f"LLM model directory {model_dir} (FRAUDGEN_API_LLM_MODEL_DIR) does not exist"
+            self.llm_error = f"LLM model directory {model_dir} ({LLM_MODEL_SETTINGS}) does not exist"
             return
         try:
             import torch
@@ -112,36 +146,72 @@ class GeneratorService:
         self._llm_loaded = True
 
     def _llm_unavailable(self) -> Outcome | None:
-        if self.settings.api_llm_model_dir is None:
-            return error(
-                503, "engine llm: no model configured (set FRAUDGEN_API_LLM_MODEL_DIR)", field="engine"
-            )
+        if self.llm_model_dir is None:
+            # the server was not set up for the LLM engine: the request asks for something it does not offer
+            return error(422, f"engine llm: no model configured (set {LLM_MODEL_SETTINGS})", field="engine")
         if not self._llm_loaded:
             return error(503, f"engine llm: {self.llm_error}", field="engine")
         return None
 
     # --- generate ---------------------------------------------------------------------------------------
     def generate(
-        self, request_json: str, fmt: str, sinks: list[str] | None, allow_failed: bool, audit: dict[str, Any]
+        self,
+        request_json: str,
+        fmt: str,
+        sinks: list[str] | None,
+        allow_failed: bool,
+        audit: dict[str, Any],
+        adapter: str | None = None,
+        llm_rows: pa.Table | None = None,
+        llm_report: dict[str, Any] | None = None,
     ) -> Outcome:
-        from fraudgen.pipeline import BatchExistsError, GateFailedError, generate_batch_inprocess
+        """Generate (rules), or export ``llm_rows`` already sampled by the LLM deployment, exactly like a
+        rule batch: parts per shard, gates, manifest, publication; then background persistence."""
+        from fraudgen.pipeline import (
+            BatchExistsError,
+            GateFailedError,
+            LlmOptions,
+            export_table,
+            generate_batch_inprocess,
+        )
 
         request = GenerationRequest.model_validate_json(request_json)
         chosen = self.resolve_sinks(sinks)
         if isinstance(chosen, Outcome):
             return chosen
-        if request.engine == "llm":
+        if request.engine == "llm" and llm_rows is None:
             unavailable = self._llm_unavailable()
             if unavailable is not None:
                 return unavailable
-            return error(
-                503, "engine llm: batch export of LLM rows is served by `fraudgen generate --engine llm`"
-            )
+            from fraudgen.llm.sample import generate_llm_table
+
+            try:
+                llm_rows, report = generate_llm_table(
+                    request,
+                    str(self.llm_model_dir),
+                    adapter=adapter or self.settings.llm_adapter,
+                    validate=False,
+                )
+            except (FileNotFoundError, ValueError) as exc:
+                return error(
+                    422, f"engine llm: {exc}", field="adapter" if "adapter" in str(exc) else "engine"
+                )
+            llm_report = report.model_dump(mode="json")
         published = self.publish_request_event(request, fmt, sorted(chosen), audit)
         if published is not None:
             return published
         try:
-            result = generate_batch_inprocess(request, self.settings, fmt=fmt, allow_failed=allow_failed)  # type: ignore[arg-type]
+            if llm_rows is not None:
+                report_dict = llm_report or {}
+                options = LlmOptions(
+                    model_dir=str(report_dict.get("model_dir", "")), adapter=report_dict.get("adapter")
+                )
+                result = export_table(
+                    request, llm_rows, self.settings, fmt=fmt, allow_failed=allow_failed,  # type: ignore[arg-type]
+                    llm=options, llm_report=llm_report,
+                )  # fmt: skip
+            else:
+                result = generate_batch_inprocess(request, self.settings, fmt=fmt, allow_failed=allow_failed)  # type: ignore[arg-type]
         except GateFailedError as exc:
             return error(422, str(exc), validation=exc.result.validation, batch_id=exc.result.batch_id)
         except BatchExistsError as exc:
@@ -160,6 +230,8 @@ class GeneratorService:
             "persistence": persistence,
             "status_url": f"/v1/generator/batches/{result.batch_id}",
         }
+        if llm_report is not None:
+            body["llm"] = {k: v for k, v in llm_report.items() if k in LLM_REPORT_FIELDS}
         return Outcome(200, body)
 
     def resolve_sinks(self, asked: list[str] | None) -> set[str] | Outcome:
@@ -288,7 +360,7 @@ class GeneratorService:
             checks["postgres"] = _check(self._ping_postgres)
         if self.settings.kafka_bootstrap_servers:
             checks["kafka"] = _check(self._ping_kafka)
-        if self.settings.api_llm_model_dir is not None:
+        if self.llm_model_dir is not None:
             checks["llm_model"] = "ok" if self._llm_loaded else f"not loaded: {self.llm_error}"
         return checks
 

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     llm_pseudonym_key: SecretStr | None = Field(
         default=None, description="HMAC key for training-data ids (random per run when unset)"
     )
+    # LLM Serve deployment (deployments/llm_deployment.py): request batching, retries on replica loss
+    llm_serve_batch_size: int = Field(default=8, ge=1, le=256, description="@serve.batch max_batch_size")
+    llm_serve_batch_wait_s: float = Field(default=0.01, ge=0.0, le=10.0, description="batch_wait_timeout_s")
+    llm_request_timeout_s: float = Field(
+        default=300.0, gt=0, le=3600, description="ingress gives up on an LLM call after (503)"
+    )
+    llm_request_retries: int = Field(
+        default=2, ge=0, le=10, description="retries of an LLM call whose replica died"
+    )
 
     # --- API ------------------------------------------------------------------------------------------
     auth_jwks_url: str | None = None

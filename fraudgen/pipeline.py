@@ -401,3 +401,56 @@ def _result_from_manifest(store: Store, manifest: dict[str, Any], seconds: float
         reused=True,
         validation=manifest.get("validation"),
     )
+
+
+def export_table(
+    request: GenerationRequest,
+    table: pa.Table,
+    settings: Settings,
+    out_uri: str | None = None,
+    fmt: FileFormat = "parquet",
+    allow_failed: bool = False,
+    llm: LlmOptions | None = None,
+    llm_report: dict[str, Any] | None = None,
+) -> BatchResult:
+    """Write rows generated elsewhere (e.g. by the LLM Serve deployment) as a batch, exactly like
+    :func:`generate_batch_inprocess`: one part per shard of the request's manifest (the table is sliced by
+    shard size, in manifest order, as ``generate_llm_table`` concatenates it), per-part validation
+    summaries, gates, report, ``manifest.json`` and publication (or quarantine). ``llm`` names the model
+    and adapter (they are part of the batch fingerprint); ``llm_report`` lands in the manifest."""
+    from fraudgen.validate.stage import summarise_block
+
+    started = time.perf_counter()
+    if table.num_rows != request.rows:
+        raise ValueError(f"table has {table.num_rows} rows, the request asks for {request.rows}")
+    store, final, reused = _prepare(request, settings, out_uri, fmt, started, llm)
+    if reused is not None:
+        return reused
+    staging = store.staging_prefix(final)
+    shards: list[dict[str, Any]] = []
+    try:
+        offset = 0
+        for spec in build_manifest(request):
+            part = table.slice(offset, spec.rows)
+            offset += spec.rows
+            data = encode_table(part, fmt, settings.parquet_compression)
+            name = f"{spec.name}.{fmt}"
+            store.write_bytes(f"{staging}/{name}", data)
+            entry = FileEntry(
+                path=name,
+                rows=part.num_rows,
+                fraud_rows=int(pa.compute.sum(part.column("is_fraud")).as_py() or 0),
+                sha256=hashlib.sha256(data).hexdigest(),
+                bytes=len(data),
+            )
+            summary = summarise_block(part, (request.start, request.end), seed=spec.index)
+            report = llm_report if not shards else None  # the whole table's report, carried once
+            shards.append(
+                {"index": spec.index, "entry": entry.model_dump_json(), "summary": pickle.dumps(summary),
+                 "llm": json.dumps(report)}
+            )  # fmt: skip
+    except Exception:
+        if staging != final:
+            store.delete_prefix(staging)
+        raise
+    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)

@@ -140,9 +140,9 @@ def test_generate_export_status_and_idempotency(client: TestClient, tmp_path: Pa
     )
 
 
-def test_llm_engine_without_model_is_503_naming_it(client: TestClient) -> None:
+def test_llm_engine_on_a_server_without_model_is_422_naming_the_setting(client: TestClient) -> None:
     answer = client.post(PREVIEW, json={"count": 5, "engine": "llm"})
-    assert answer.status_code == 503 and "FRAUDGEN_API_LLM_MODEL_DIR" in answer.json()["detail"]
+    assert answer.status_code == 422 and "FRAUDGEN_API_LLM_MODEL_DIR" in answer.json()["detail"]
 
 
 def test_rate_limit_429_with_retry_after(tmp_path: Path) -> None:

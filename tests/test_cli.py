@@ -15,7 +15,9 @@ from fraudgen.schema import Transaction
 FRAUDGEN = [sys.executable, "-m", "fraudgen.cli"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 240
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*FRAUDGEN, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
@@ -35,7 +37,9 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: int = 240) -> su
         (["--rows", "10", "--sink", "ftp"], "--sink"),
     ],
 )
-def test_generate_rejects_bad_input_with_exit_2_naming_the_field(args: list[str], needle: str, tmp_path: Path) -> None:
+def test_generate_rejects_bad_input_with_exit_2_naming_the_field(
+    args: list[str], needle: str, tmp_path: Path
+) -> None:
     result = run("generate", "--out", str(tmp_path / "out"), *args)
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr
@@ -69,8 +73,8 @@ def test_preview_table_and_limits() -> None:
 def test_generate_end_to_end_with_embedded_ray(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {"RAY_ADDRESS": ""}
-    result = run("generate", "--rows", "30000", "--seed", "5", "--batch-id", "cli", "--out", str(out), "--json",
-                 "--workers", "2", env=env)  # fmt: skip
+    result = run("generate", "--rows", "30000", "--seed", "5", "--batch-id", "cli", "--out", str(out),
+                 "--json", "--workers", "2", env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["rows"] == 30000 and summary["batch_id"] == "cli"

@@ -86,7 +86,8 @@ def test_generate_to_s3_postgres_and_kafka_agree(
     # Postgres: exact counts, the WORM audit row carries the manifest's batch hash, statistics add up
     with psycopg.connect(postgres_dsn) as conn:
         rows, fraud = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE is_fraud) FROM synthetic_transactions WHERE batch_id='e2e'"
+            "SELECT count(*), count(*) FILTER (WHERE is_fraud) FROM synthetic_transactions"
+            " WHERE batch_id='e2e'"
         ).fetchone()  # type: ignore[misc]
         assert (rows, fraud) == (ROWS, manifest["fraud_rows"])
         (audit,) = conn.execute("SELECT sha256_hash FROM synthetic_batches WHERE batch_id='e2e'").fetchone()  # type: ignore[misc]

@@ -38,6 +38,8 @@ applications:
         ray_actor_options: {num_cpus: 0.5}
       - name: generator
         ray_actor_options: {num_cpus: 0.25}
+      - name: llm
+        ray_actor_options: {num_cpus: 0.25}
 """
 
 
