@@ -7,6 +7,8 @@ Starts its own Postgres 15 and tansu broker (fraudgen.devservices), writes one b
 * ``kafka_persist``   persist_batch(sinks={"kafka"}) with the Ray actor pool (includes actor start-up)
 * ``postgres_load``   one connection, load_parquet_file per part (binary COPY → staging → ON CONFLICT)
 * ``postgres_persist`` persist_batch(sinks={"postgres"}) with the Ray actor pool, into an empty table
+* ``s3_write``        the batch's Parquet parts written through the pipeline's S3 store (SSE AES256) into a
+                      local SeaweedFS, MB/s of Parquet bytes (target >= 100 MB/s; seed: 50 MB/s)
 
 Targets (issue 5): Kafka ≥ 200,000 tx/s (seed: 5,000), Postgres ≥ 200,000 rows/s.
 Usage: python bench/sinks.py [--rows 1000000] [--files 4] [--pool 2] [--only kafka_publish,...]
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fraudgen.config import Settings
-from fraudgen.devservices import KafkaBroker, PostgresServer
+from fraudgen.devservices import KafkaBroker, PostgresServer, S3Server
 from fraudgen.request import GenerationRequest
 from fraudgen.simulate.engine import generate_table
 from fraudgen.sinks import kafka as ks
@@ -91,10 +93,38 @@ def emit(
         "machine": platform.node(),
         **extra,
     }
+    if "target_mb_per_s" in extra:  # a bandwidth benchmark: judged in MB/s, not rows/s
+        line.pop("target_rows_per_s")
+        line["meets_target"] = float(extra["mb_per_s"]) >= float(extra["target_mb_per_s"])  # type: ignore[arg-type]
     if cpu_s:
         line["client_cpu_s"] = round(cpu_s, 3)
         line["rows_per_client_cpu_s"] = round(rows / cpu_s)
     print(json.dumps(line), flush=True)
+
+
+def bench_s3_write(directory: Path, manifest: dict, rows: int) -> None:
+    from fraudgen.sinks.store import open_store
+
+    server = S3Server()
+    info = server.start()
+    try:
+        os.environ.update(
+            AWS_ENDPOINT_URL=info["endpoint_url"],
+            AWS_ACCESS_KEY_ID=info["access_key"],
+            AWS_SECRET_ACCESS_KEY=info["secret_key"],
+            AWS_REGION=info["region"],
+        )
+        store = open_store(f"s3://{info['bucket']}/bench")
+        parts = [(f["path"], (directory / f["path"]).read_bytes()) for f in manifest["files"]]
+        total = sum(len(data) for _, data in parts)
+        started = time.perf_counter()
+        for name, data in parts:
+            store.write_bytes(f"batch_id=s3/{name}", data)
+        seconds = time.perf_counter() - started
+        emit("s3_write", rows, seconds, 0, mb_per_s=round(total / seconds / 1e6, 1), target_mb_per_s=100,
+             seed_target_mb_per_s=50, megabytes=round(total / 1e6, 1), sse="AES256")  # fmt: skip
+    finally:
+        server.destroy()
 
 
 def main() -> int:
@@ -102,7 +132,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--pool", type=int, default=2)
-    parser.add_argument("--only", default="kafka_publish,kafka_persist,postgres_load,postgres_persist")
+    parser.add_argument(
+        "--only", default="kafka_publish,kafka_persist,postgres_load,postgres_persist,s3_write"
+    )
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     table = generate_table(GenerationRequest(rows=args.rows, seed=7, shard_rows=min(args.rows, 5_000_000)))
@@ -158,6 +190,8 @@ def main() -> int:
                 result = persist_batch(str(root), batch_id, settings, {"postgres"})["postgres"]
                 assert result.state == "done", result.error
                 emit("postgres_persist", args.rows, time.perf_counter() - started, 200_000, actors=args.pool)
+            if "s3_write" in wanted:
+                bench_s3_write(root / f"batch_id={batch_id}", manifest, args.rows)
         finally:
             broker.destroy()
             pg.destroy()
