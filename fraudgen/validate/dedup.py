@@ -2,7 +2,7 @@
 
 The signature column is used as given (parsing its 8-byte prefix costs ~20 ns/row; recomputing SHA256
 costs ~1 µs/row and is only done on a sample by the schema check). Across blocks the sorted per-block
-prefix arrays are concatenated and sorted once (timsort merges the pre-sorted runs).
+key arrays are concatenated and sorted once (one vectorised sort of 8-byte keys: ~0.2 s for 10M rows).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fraudgen.validate.hashing import hex_prefix, signature_prefixes, signatures_to_prefixes
+from fraudgen.validate.hashing import hex_prefix, signature_prefixes, signatures_to_prefixes, sorted_unique
 
 
 def duplicate_mask(keys: np.ndarray) -> np.ndarray:
@@ -44,14 +44,15 @@ def batch_duplicates(
     key_arrays: list[np.ndarray], known_signatures: Iterable[Any] | None = None
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Duplicate figures of the whole batch and its sorted keys (reused by the memorisation check)."""
-    keys = np.sort(np.concatenate(key_arrays), kind="stable") if key_arrays else np.zeros(0, np.uint64)
+    keys = np.concatenate(key_arrays) if key_arrays else np.zeros(0, np.uint64)
+    keys.sort()  # in place: one 8-byte key per row is the largest array the driver holds
     repeat = keys[1:] == keys[:-1] if keys.size > 1 else np.zeros(0, dtype=bool)
     duplicates = int(repeat.sum())
     out: dict[str, Any] = {
         "rows": int(keys.size),
         "duplicate_rows": duplicates,
         "duplicate_rate": duplicates / keys.size if keys.size else 0.0,
-        "examples": [hex_prefix(k) for k in np.unique(keys[1:][repeat])[:5]],
+        "examples": [hex_prefix(k) for k in sorted_unique(keys[1:][repeat])[:5]],
         "key": "first 8 bytes of the signature column",
     }
     if known_signatures is not None:

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy.spatial import cKDTree
 
 from fraudgen.schema import compute_signatures, conform
-from fraudgen.validate.hashing import signature_prefixes
+from fraudgen.validate.hashing import signature_prefixes, sorted_unique
 from fraudgen.validate.schema_checks import check_block
 from fraudgen.validate.summary import BlockSummary
 
@@ -27,7 +26,7 @@ MAX_DCR_ROWS = 5_000
 def training_keys(training: pa.Table) -> np.ndarray:
     """Sorted unique signature prefixes of the training rows, recomputed from their content."""
     keys, _ = signature_prefixes(compute_signatures(conform(training)))
-    return np.unique(keys)
+    return sorted_unique(keys)
 
 
 def exact_copies(batch_keys: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -58,6 +57,8 @@ def dcr_report(
     sample: dict[str, np.ndarray], training: pa.Table, holdout: pa.Table | None, seed: int = 0
 ) -> dict[str, Any]:
     """DCR of the batch sample (and the holdout) to the training rows, on standardised features."""
+    from scipy.spatial import cKDTree  # imported here: only batches from training data need it
+
     rng = np.random.default_rng(seed)
     train = _feature_matrix(training)
     if train.shape[0] == 0 or not sample:

@@ -13,6 +13,7 @@ import numpy as np
 
 from fraudgen.request import DEFAULT_SCENARIO_MIX, GenerationRequest
 from fraudgen.schema import SCENARIOS
+from fraudgen.validate.hashing import sorted_unique
 from fraudgen.validate.summary import BlockSummary
 from fraudgen.world import COUNTRIES, COUNTRY_CODES
 
@@ -33,7 +34,7 @@ def _window(summary: BlockSummary) -> tuple[datetime, datetime]:
 
 def distinct_users(summary: BlockSummary) -> float:
     """K-minimum-values estimate of the distinct users of the batch (from the bottom-k user sample)."""
-    users = np.unique(summary.user_rows.get("user", np.zeros(0, np.uint64)))
+    users = sorted_unique(summary.user_rows.get("user", np.zeros(0, np.uint64)))
     if users.size < summary.user_sample_size:
         return float(users.size)
     kth = float(users[-1]) / 2.0**64

@@ -9,9 +9,17 @@ decision is taken by :func:`resolve` once every block is in.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from fraudgen.schema import CHANNELS, SCENARIOS, TRANSACTION_TYPES
-from fraudgen.validate.hashing import NULL_HASH, combine, hash_strings
+from fraudgen.validate.hashing import (
+    NULL_HASH,
+    combine,
+    dictionary_parts,
+    hash_strings,
+    sorted_unique,
+    unique_counts,
+)
 from fraudgen.validate.schema_checks import Columns, examples
 from fraudgen.validate.summary import BlockSummary, CheckCount, Needles
 from fraudgen.world import REPORTING_THRESHOLD
@@ -51,8 +59,27 @@ def _hash(cols: Columns, name: str) -> np.ndarray:
     return hash_strings(column)
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    return np.unique(values)
+def _distinct(cols: Columns, name: str, hashes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Distinct hashes of the masked rows: for a dictionary column by marking the dictionary entries used
+    (no sort), else by sorting the rows' hashes."""
+    column = cols.string(name)
+    if column is not None and pa.types.is_dictionary(column.type):
+        dictionary, raw = dictionary_parts(column)
+        used = np.zeros(len(dictionary) + 1, dtype=bool)  # last slot: null (index -1)
+        used[raw[mask]] = True
+        return np.append(hash_strings(dictionary), NULL_HASH)[used]
+    return sorted_unique(hashes[mask])
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distinct (a, b) rows as an (m, 2) array, ordered by their combined hash."""
+    key = combine(a, b)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.ones(key.size, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    keep = order[first]
+    return np.stack([a[keep], b[keep]], axis=1)
 
 
 def check_rules(cols: Columns, summary: BlockSummary, user_hash: np.ndarray) -> None:
@@ -109,6 +136,8 @@ def check_rules(cols: Columns, summary: BlockSummary, user_hash: np.ndarray) -> 
 def _cross_block_keys(
     cols: Columns, summary: BlockSummary, user: np.ndarray, tt: np.ndarray, sc: np.ndarray, fraud: np.ndarray
 ) -> None:
+    """Keys for the rules that relate rows. Nothing here sorts a whole block: the rows that must find (or
+    must not find) a partner are few, so they are sorted and the many candidate rows are looked up in them."""
     merchant = _hash(cols, "merchant_id")
     case = _hash(cols, "fraud_case_id")
     if cols.cents is not None and cols.ts is not None:
@@ -117,16 +146,10 @@ def _cross_block_keys(
         rows = np.concatenate([purchase, chargeback])
         key = combine(user[rows], merchant[rows], cols.cents[rows], case[rows])
         p_key, c_key = key[: purchase.size], key[purchase.size :]
-        order = np.lexsort((cols.ts[purchase], p_key))
-        sorted_key = p_key[order]
-        first = np.ones(sorted_key.size, dtype=bool)
-        first[1:] = sorted_key[1:] != sorted_key[:-1]
-        u_key, u_ts = sorted_key[first], cols.ts[purchase][order][first]
-        summary.purchase_keys.append(u_key)
-        summary.purchase_min_ts.append(u_ts)
-        c_ts = cols.ts[chargeback]
-        found = _found_earlier(u_key, u_ts, c_key, c_ts)
-        lost = ~found
+        p_ts, c_ts = cols.ts[purchase], cols.ts[chargeback]
+        summary.purchase_keys.append(p_key)
+        summary.purchase_min_ts.append(p_ts)
+        lost = earliest(p_key, p_ts, *needle_index(c_key)) >= c_ts
         if lost.any():
             ids = cols.ids.take(chargeback[lost]).to_pylist() if lost.sum() <= 10_000 else []
             summary.chargebacks.extend(Needles(c_key[lost], c_ts[lost], [str(i) for i in ids]))
@@ -138,55 +161,87 @@ def _cross_block_keys(
     transfer = legit & (tt == T["transfer"])
     _haystack(summary, "user_counterparty", combine(user[transfer], counterparty[transfer]))
     not_identity = sc != S["identity_theft"]
-    _haystack(summary, "user", user[legit & not_identity])
+    summary.haystacks.setdefault("user", []).append(_distinct(cols, "user_id", user, legit & not_identity))
+    takeover = np.flatnonzero(sc == S["account_takeover"])
     _absent(
         summary,
         cols,
         "rules.account_takeover_known_device",
         "user_device",
-        sc == S["account_takeover"],
-        combine(user, device),
+        takeover,
+        combine(user[takeover], device[takeover]),
     )
-    new_payee = ((sc == S["account_takeover"]) | (sc == S["phishing"])) & (tt == T["transfer"])
+    new_payee = np.flatnonzero(
+        ((sc == S["account_takeover"]) | (sc == S["phishing"])) & (tt == T["transfer"])
+    )
     _absent(
         summary,
         cols,
         "rules.fraud_payee_not_new",
         "user_counterparty",
         new_payee,
-        combine(user, counterparty),
+        combine(user[new_payee], counterparty[new_payee]),
     )
-    _absent(summary, cols, "rules.identity_theft_has_legit_history", "user", sc == S["identity_theft"], user)
+    identity = np.flatnonzero(sc == S["identity_theft"])
+    _absent(summary, cols, "rules.identity_theft_has_legit_history", "user", identity, user[identity])
     for scenario in SCENARIOS:
         rows = sc == S[scenario]
         if rows.any():
-            summary.scenario_cases.setdefault(scenario, []).append(np.unique(case[rows]))
+            summary.scenario_cases.setdefault(scenario, []).append(sorted_unique(case[rows]))
     for scenario in CASE_MERCHANTS:
         rows = sc == S[scenario]
         if rows.any():
-            pairs = np.unique(np.stack([case[rows], merchant[rows]], axis=1), axis=0)
+            pairs = _unique_pairs(case[rows], merchant[rows])
             summary.case_merchants.setdefault(scenario, []).append(pairs)
 
 
-def _found_earlier(u_key: np.ndarray, u_ts: np.ndarray, key: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    if u_key.size == 0:
-        return np.zeros(key.size, dtype=bool)
-    pos = np.minimum(np.searchsorted(u_key, key), u_key.size - 1)
-    return (u_key[pos] == key) & (u_ts[pos] < ts)
+def needle_index(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct needle keys, position of each needle in them)."""
+    distinct = sorted_unique(key)
+    return distinct, np.searchsorted(distinct, key)
+
+
+def _lookup(distinct: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into ``keys``, positions in ``distinct``) of the keys found among the sorted needle keys.
+
+    Keys are uniform 64-bit hashes, so when they far outnumber the needles a bitmap of the needles' low bits
+    first drops almost every key with one gather; only the survivors are binary-searched (searching 150k
+    random keys costs ~10 ms, the bitmap ~1 ms).
+    """
+    if distinct.size == 0 or keys.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    candidates = None
+    if keys.size > 16 * distinct.size:
+        bits = int(min(24, max(12, np.ceil(np.log2(distinct.size)) + 8)))
+        low = np.uint64((1 << bits) - 1)
+        bitmap = np.zeros(1 << bits, dtype=bool)
+        bitmap[(distinct & low).astype(np.intp)] = True
+        candidates = np.flatnonzero(bitmap[(keys & low).astype(np.intp)])
+        keys = keys[candidates]
+    pos = np.minimum(np.searchsorted(distinct, keys), distinct.size - 1)
+    found = np.flatnonzero(distinct[pos] == keys)
+    return (found if candidates is None else candidates[found]), pos[found]
+
+
+def earliest(hay_key: np.ndarray, hay_ts: np.ndarray, distinct: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Per needle, the earliest timestamp among haystack rows with its key (int64 max when none)."""
+    out = np.full(distinct.size, np.iinfo(np.int64).max, dtype=np.int64)
+    rows, pos = _lookup(distinct, hay_key)
+    np.minimum.at(out, pos, hay_ts[rows])
+    return out[where]
 
 
 def _haystack(summary: BlockSummary, name: str, keys: np.ndarray) -> None:
-    summary.haystacks.setdefault(name, []).append(_sorted_unique(keys))
+    summary.haystacks.setdefault(name, []).append(sorted_unique(keys))
 
 
 def _absent(
-    summary: BlockSummary, cols: Columns, rule: str, haystack: str, mask: np.ndarray, keys: np.ndarray
+    summary: BlockSummary, cols: Columns, rule: str, haystack: str, rows: np.ndarray, keys: np.ndarray
 ) -> None:
-    rows = np.flatnonzero(mask)
     needles = summary.absent.setdefault(f"{rule}|{haystack}", Needles())
     if rows.size:
         ids = [str(i) for i in cols.ids.take(rows[:10_000]).to_pylist()]
-        needles.extend(Needles(keys[rows], np.zeros(rows.size, np.int64), ids))
+        needles.extend(Needles(keys, np.zeros(rows.size, np.int64), ids))
 
 
 def resolve(summary: BlockSummary) -> dict[str, CheckCount]:
@@ -194,11 +249,12 @@ def resolve(summary: BlockSummary) -> dict[str, CheckCount]:
     out: dict[str, CheckCount] = {}
     cb = summary.chargebacks
     if cb.key.size:
-        # few needles, many sorted per-block arrays: binary-search each array instead of sorting them all
-        found = np.zeros(cb.key.size, dtype=bool)
+        # few needles, many per-block purchase arrays: look each purchase up among the sorted needles
+        distinct, where = needle_index(cb.key)
+        first = np.full(cb.key.size, np.iinfo(np.int64).max, dtype=np.int64)
         for keys, ts in zip(summary.purchase_keys, summary.purchase_min_ts, strict=True):
-            found |= _found_earlier(keys, ts, cb.key, cb.ts)
-        lost = ~found
+            np.minimum(first, earliest(keys, ts, distinct, where), out=first)
+        lost = first >= cb.ts
         if lost.any():
             c = out.setdefault("rules.chargeback_without_purchase", CheckCount())
             c.add(int(lost.sum()), [cb.ids[i] for i in np.flatnonzero(lost)[:5] if i < len(cb.ids)])
@@ -206,10 +262,11 @@ def resolve(summary: BlockSummary) -> dict[str, CheckCount]:
         rule, haystack = name.split("|", 1)
         if needles.key.size == 0:
             continue
-        arrays = summary.haystacks.get(haystack, [])
-        hay = np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.uint64)
-        pos = np.minimum(np.searchsorted(hay, needles.key), max(hay.size - 1, 0))
-        hit = (hay[pos] == needles.key) if hay.size else np.zeros(needles.key.size, dtype=bool)
+        distinct, where = needle_index(needles.key)
+        present = np.zeros(distinct.size, dtype=bool)
+        for hay in summary.haystacks.get(haystack, []):
+            present[_lookup(distinct, hay)[1]] = True
+        hit = present[where]
         if hit.any():
             c = out.setdefault(rule, CheckCount())
             c.add(int(hit.sum()), [needles.ids[i] for i in np.flatnonzero(hit)[:5] if i < len(needles.ids)])
@@ -217,8 +274,9 @@ def resolve(summary: BlockSummary) -> dict[str, CheckCount]:
         parts = summary.case_merchants.get(scenario)
         if not parts:
             continue
-        pairs = np.unique(np.concatenate(parts), axis=0)
-        cases, per_case = np.unique(pairs[:, 0], return_counts=True)
+        merged = np.concatenate(parts)
+        pairs = _unique_pairs(merged[:, 0], merged[:, 1])
+        cases, per_case = unique_counts(pairs[:, 0])
         bad = per_case > limit
         if bad.any():
             c = out.setdefault(f"rules.{scenario}_merchants_per_case", CheckCount())

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import structlog
 
 from fraudgen.validate import rules as rules_mod
@@ -45,6 +45,30 @@ log = structlog.get_logger(__name__)
 #: above this many rows validate_dataset uses Ray Data (when Ray is not already initialised)
 RAY_ROWS = 2_000_000
 READ_BATCH_ROWS = 262_144
+#: row groups larger than this are read in READ_BATCH_ROWS slices (memory stays bounded)
+MAX_BLOCK_ROWS = 1_048_576
+#: string columns read as Arrow dictionaries: Parquet stores them dictionary-encoded, so the reader skips
+#: building one string per row, and the checks work on the few distinct values (enum and ISO checks, hashes)
+DICTIONARY_COLUMNS = (
+    "batch_id",
+    "tenant_id",
+    "user_id",
+    "account_id",
+    "card_id",
+    "merchant_id",
+    "merchant_category",
+    "counterparty_id",
+    "currency",
+    "transaction_type",
+    "channel",
+    "status",
+    "device_id",
+    "ip_address",
+    "country",
+    "fraud_scenario",
+    "fraud_case_id",
+    "source",
+)
 
 
 def _window_us(window: tuple[datetime, datetime] | None) -> tuple[int, int] | None:
@@ -66,7 +90,7 @@ def summarise_block(
     user_hash = hash_strings(user) if user is not None else np.full(cols.n, NULL_HASH, dtype=np.uint64)
     rules_mod.check_rules(cols, summary, user_hash)
     sample_block(cols, summary, user_hash, seed)
-    summary.signature_keys.append(np.sort(cols.signature_keys))
+    summary.signature_keys.append(cols.signature_keys)
     return summary
 
 
@@ -318,6 +342,58 @@ def _slices(table: pa.Table) -> Iterator[pa.Table]:
 # --- written batches ------------------------------------------------------------------------------------
 
 
+def read_blocks(path: str, row_groups: Iterable[int] | None = None) -> Iterator[pa.Table]:
+    """The blocks of one Parquet file (or of some of its row groups): one per row group, single-chunk
+    columns, low-cardinality strings as dictionaries, read on the calling thread so a Ray task uses exactly
+    the core it reserved."""
+    schema = pq.read_schema(path)
+    strings = [
+        name
+        for name in DICTIONARY_COLUMNS
+        if name in schema.names
+        and (pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type))
+    ]
+    parquet = pq.ParquetFile(path, read_dictionary=strings)
+    if parquet.metadata.num_rows == 0:
+        yield parquet.schema_arrow.empty_table()
+        return
+    for group in range(parquet.num_row_groups) if row_groups is None else row_groups:
+        if parquet.metadata.row_group(group).num_rows <= MAX_BLOCK_ROWS:
+            yield parquet.read_row_group(group, use_threads=False)
+            continue
+        for batch in parquet.iter_batches(READ_BATCH_ROWS, row_groups=[group], use_threads=False):
+            yield pa.Table.from_batches([batch])
+
+
+def summarise_file(
+    path: str,
+    window: tuple[datetime, datetime] | None,
+    sample_size: int,
+    row_groups: Iterable[int] | None = None,
+) -> BlockSummary:
+    """One merged summary of all blocks of a Parquet file (or of the given row groups)."""
+    return merge(summarise_block(block, window, sample_size) for block in read_blocks(path, row_groups))
+
+
+def work_units(files: list[str], rows_per_unit: int = READ_BATCH_ROWS) -> list[dict[str, Any]]:
+    """Split files into units of consecutive row groups of about ``rows_per_unit`` rows (at least one group),
+    so one big file still spreads over every core and many small row groups do not make many tiny tasks."""
+    units: list[dict[str, Any]] = []
+    for path in files:
+        meta = pq.read_metadata(path)
+        groups: list[int] = []
+        rows = 0
+        for group in range(meta.num_row_groups):
+            groups.append(group)
+            rows += meta.row_group(group).num_rows
+            if rows >= rows_per_unit:
+                units.append({"path": path, "row_groups": groups})
+                groups, rows = [], 0
+        if groups or meta.num_row_groups == 0:
+            units.append({"path": path, "row_groups": groups or None})
+    return units
+
+
 def _batch_files(uri: str) -> tuple[list[str], dict[str, Any]]:
     """Parquet files of a batch directory or file, and its manifest.json (empty when absent)."""
     path = Path(uri)
@@ -367,26 +443,27 @@ def summarise_files(
     """Summaries of Parquet files: Ray Data blocks when Ray runs (or the batch is large), else in-process."""
     import ray
 
-    rows = sum(pads.dataset(f, format="parquet").count_rows() for f in files) if use_ray is None else 0
+    rows = sum(pq.read_metadata(f).num_rows for f in files) if use_ray is None else 0
     if use_ray is None:
         use_ray = ray.is_initialized() or rows > RAY_ROWS
     if not use_ray:
-        dataset = pads.dataset(files, format="parquet")
-        return merge(
-            summarise_block(pa.Table.from_batches([b], schema=dataset.schema), window, gates.sample_size)
-            for b in dataset.to_batches(batch_size=READ_BATCH_ROWS)
-        )
+        return merge(summarise_file(f, window, gates.sample_size) for f in files)
     from fraudgen.raylocal import init_ray
 
     init_ray()
     sample_size = gates.sample_size
 
     def summarise(batch: pa.Table) -> pa.Table:
-        blob = pickle.dumps(summarise_block(batch, window, sample_size), protocol=5)
-        return pa.table({"summary": pa.array([blob], pa.large_binary())})
+        """One Ray Data task per work unit: read, check, summarise; only the summary leaves the worker."""
+        blobs = [
+            pickle.dumps(summarise_file(unit["path"], window, sample_size, unit["row_groups"]), protocol=5)
+            for unit in batch.to_pylist()
+        ]
+        return pa.table({"summary": pa.array(blobs, pa.large_binary())})
 
-    ds = ray.data.read_parquet(files).map_batches(
-        summarise, batch_format="pyarrow", batch_size=READ_BATCH_ROWS
+    units = work_units(files)
+    ds = ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
+        summarise, batch_format="pyarrow", batch_size=1, num_cpus=1
     )
     summary = BlockSummary(sample_size=sample_size)
     pending: list[BlockSummary] = []

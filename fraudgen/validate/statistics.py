@@ -13,9 +13,9 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from fraudgen.schema import SCENARIOS
+from fraudgen.validate.hashing import unique_counts
 from fraudgen.validate.schema_checks import Columns
 from fraudgen.validate.summary import AMOUNT_BINS, LEGIT, BlockSummary, bottom_k_users
 
@@ -115,7 +115,7 @@ def user_features(summary: BlockSummary) -> dict[str, np.ndarray]:
         return {"rows_per_user": np.zeros(0), "log_interarrival_s": np.zeros(0)}
     order = np.lexsort((rows["ts"], rows["user"]))
     user, ts = rows["user"][order], rows["ts"][order]
-    _, counts = np.unique(user, return_counts=True)
+    _, counts = unique_counts(user)
     same = user[1:] == user[:-1]
     gaps = (ts[1:] - ts[:-1])[same] / 1e6
     return {
@@ -166,6 +166,8 @@ def compare(
     rows of one card-testing burst share their hour and amount range, so counting them as independent
     draws would make every small scenario look significantly different.
     """
+    from scipy import stats  # imported here: the block workers never need scipy (~0.7 s to import)
+
     a = a[np.isfinite(a)]
     b = b[np.isfinite(b)]
     if a.size < min_rows or b.size < min_rows:
@@ -235,6 +237,8 @@ def _corr(sample: dict[str, np.ndarray]) -> np.ndarray:
 def fidelity(summary: BlockSummary, reference: BlockSummary, tests: list[dict[str, Any]]) -> dict[str, float]:
     """SDMetrics-style quality in [0, 1]: mean of KS complements (numeric), TV complements (categorical)
     and correlation similarity, each on the pooled samples."""
+    from scipy import stats
+
     mine, theirs = global_sample(summary), global_sample(reference)
     parts: dict[str, float] = {}
     if mine and theirs:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fraudgen.validate.hashing import sorted_unique
+
 MAX_EXAMPLES = 5
 #: reservoir groups: "legit" and the seven scenario names
 LEGIT = "legit"
@@ -59,13 +61,13 @@ class BlockSummary:
     signature_mismatch: int = 0
     # full-batch keys (lists of per-block arrays, concatenated lazily)
     signature_keys: list[np.ndarray] = field(default_factory=list)
-    purchase_keys: list[np.ndarray] = field(default_factory=list)  # sorted unique
+    purchase_keys: list[np.ndarray] = field(default_factory=list)  # every purchase (key, ts), unsorted
     purchase_min_ts: list[np.ndarray] = field(default_factory=list)
     chargebacks: Needles = field(default_factory=Needles)  # unresolved within their block
     #: keys that must NOT be found in the haystack of the same name (e.g. a takeover device among the
     #: user's own devices); both sides are kept and resolved once the whole batch is merged
     absent: dict[str, Needles] = field(default_factory=dict)
-    haystacks: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name → sorted unique arrays
+    haystacks: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name → distinct keys per block
     case_merchants: dict[str, list[np.ndarray]] = field(default_factory=dict)  # scenario → (case, merchant)
     scenario_cases: dict[str, list[np.ndarray]] = field(default_factory=dict)  # scenario → case hashes
     # counts for the report and the fraud-rate / mix gates
@@ -83,7 +85,7 @@ class BlockSummary:
     def case_keys_count(self, scenario: str) -> int:
         """Distinct fraud cases of a scenario in the whole (merged) batch."""
         parts = self.scenario_cases.get(scenario)
-        return int(np.unique(np.concatenate(parts)).size) if parts else 0
+        return int(sorted_unique(np.concatenate(parts)).size) if parts else 0
 
     def check(self, name: str) -> CheckCount:
         return self.checks.setdefault(name, CheckCount())
@@ -116,9 +118,18 @@ def bottom_k_users(rows: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]
     A user among the k smallest of the whole batch is also among the k smallest of every block it appears
     in, so merging per-block bottom-k sets gives complete histories for exactly the global bottom-k users.
     """
-    if not rows or rows["user"].shape[0] == 0:
+    if not rows or rows["user"].shape[0] <= k:  # at most k users
         return rows
-    users = np.unique(rows["user"])
+    user = rows["user"]
+    # the distinct values among the m smallest rows are exactly the smallest distinct users of all rows, so
+    # a partition (linear) of a few times k rows replaces sorting the block; m grows with the rows per user
+    m = min(user.shape[0], 4 * k)
+    while True:
+        users = sorted_unique(np.partition(user, m - 1)[:m] if m < user.shape[0] else user)
+        if users.shape[0] >= k or m == user.shape[0]:
+            break
+        per_user = m / max(users.shape[0], 1)
+        m = min(user.shape[0], max(2 * m, int(1.5 * k * per_user)))
     if users.shape[0] <= k:
         return rows
     limit = users[k - 1]
