@@ -114,3 +114,18 @@ def test_report_html_renders_in_headless_chromium(batch: pa.Table, tmp_path: Pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert png.exists() and png.stat().st_size > 50_000
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_scenario_mix_gate_catches_a_wrong_mix_but_tolerates_case_granularity() -> None:
+    from fraudgen.request import GenerationRequest
+    from fraudgen.simulate.engine import generate_table
+    from fraudgen.validate.stage import validate_table
+
+    small = GenerationRequest(rows=3_000, seed=11)
+    table = generate_table(small)
+    window = (small.start, small.end)
+    ok = validate_table(table, window=window, expected_fraud_rate=0.01, expected_mix=small.normalised_mix())
+    assert "scenario_mix" not in {f.gate for f in ok.failures}
+    big = GenerationRequest(rows=60_000, seed=11, fraud_rate=0.05)
+    wrong = validate_table(generate_table(big), window=(big.start, big.end), expected_mix={"phishing": 1.0})
+    assert "scenario_mix" in {f.gate for f in wrong.failures}
