@@ -9,6 +9,7 @@ an existing cluster (``ray job submit``, KubeRay), which is then honoured as is.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -36,12 +37,24 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-        return
-    ensure_local_ray_env()
-    ray.init(
-        address="local",
-        num_cpus=num_cpus or os.cpu_count() or 2,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+        ray.init(log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ensure_local_ray_env()
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Our CLI draws its own progress bar: silence Ray Data's progress output and start-up banners."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
