@@ -107,6 +107,11 @@ def test_generate_to_s3_postgres_and_kafka_agree(
     )
     assert requests.accepted == 1 and requests.rejected == 0
 
+    # the batch validates where it lies, on S3
+    validated = _cli(env, "validate", f"s3://{bucket}/e2e/batch_id=e2e", "--json")
+    assert validated.returncode == 0, validated.stdout[-2000:] + validated.stderr[-2000:]
+    assert json.loads(validated.stdout)["rows"] == ROWS
+
 
 def test_wrong_s3_credentials_name_the_sink(env: dict[str, str], s3_endpoint: dict[str, str]) -> None:
     bad = {**env, "AWS_SECRET_ACCESS_KEY": "wrong-secret"}

@@ -350,18 +350,31 @@ def _slices(table: pa.Table) -> Iterator[pa.Table]:
 # --- written batches ------------------------------------------------------------------------------------
 
 
+def _resolve(path: str) -> tuple[Any, str]:
+    """(pyarrow filesystem or None, path in it): ``s3://bucket/key`` goes through the same S3 settings as the
+    writer (AWS_* variables), so a batch written to S3 is validated where it lies."""
+    if not path.startswith("s3://"):
+        return None, path
+    from fraudgen.sinks.store import open_store
+
+    bucket_and_key = path.removeprefix("s3://")
+    fs, _ = open_store(f"s3://{bucket_and_key.split('/', 1)[0]}").arrow_filesystem()
+    return fs, bucket_and_key
+
+
 def read_blocks(path: str, row_groups: Iterable[int] | None = None) -> Iterator[pa.Table]:
     """The blocks of one Parquet file (or of some of its row groups): one per row group, single-chunk
     columns, low-cardinality strings as dictionaries, read on the calling thread so a Ray task uses exactly
     the core it reserved."""
-    schema = pq.read_schema(path)
+    fs, path = _resolve(path)
+    schema = pq.read_schema(path, filesystem=fs)
     strings = [
         name
         for name in DICTIONARY_COLUMNS
         if name in schema.names
         and (pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type))
     ]
-    parquet = pq.ParquetFile(path, read_dictionary=strings)
+    parquet = pq.ParquetFile(path, read_dictionary=strings, filesystem=fs)
     if parquet.metadata.num_rows == 0:
         yield parquet.schema_arrow.empty_table()
         return
@@ -388,7 +401,8 @@ def work_units(files: list[str], rows_per_unit: int = READ_BATCH_ROWS) -> list[d
     so one big file still spreads over every core and many small row groups do not make many tiny tasks."""
     units: list[dict[str, Any]] = []
     for path in files:
-        meta = pq.read_metadata(path)
+        fs, where = _resolve(path)
+        meta = pq.read_metadata(where, filesystem=fs)
         groups: list[int] = []
         rows = 0
         for group in range(meta.num_row_groups):
@@ -406,7 +420,7 @@ def _batch_files(uri: str) -> tuple[list[str], dict[str, Any]]:
     """Parquet files of a batch directory or file, and its manifest.json (empty when absent)."""
     path = Path(uri)
     if uri.startswith("s3://"):
-        raise ValueError("s3:// batches are read through fraudgen.sinks.store, which is not available here")
+        return _s3_batch_files(uri.rstrip("/"))
     if not path.exists():
         raise FileNotFoundError(f"{uri}: no such file or directory")
     if path.is_file():
@@ -422,6 +436,23 @@ def _batch_files(uri: str) -> tuple[list[str], dict[str, Any]]:
             manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             manifest = {}
+    return files, manifest
+
+
+def _s3_batch_files(uri: str) -> tuple[list[str], dict[str, Any]]:
+    from fraudgen.sinks.store import MANIFEST, StoreError, open_store
+
+    store = open_store(uri)
+    try:
+        keys = store.list("")
+        manifest = json.loads(store.read_bytes(MANIFEST)) if MANIFEST in keys else {}
+    except StoreError as exc:
+        raise ValueError(str(exc)) from exc
+    files = [f"{uri}/{key}" for key in keys if key.endswith(".parquet")]
+    if not files:
+        raise ValueError(
+            f"{uri}: no Parquet files (expected s3://bucket/prefix/batch_id=<id>/part-*.parquet)"
+        )
     return files, manifest
 
 
@@ -451,7 +482,11 @@ def summarise_files(
     """Summaries of Parquet files: Ray Data blocks when Ray runs (or the batch is large), else in-process."""
     import ray
 
-    rows = sum(pq.read_metadata(f).num_rows for f in files) if use_ray is None else 0
+    rows = (
+        sum(pq.read_metadata(_resolve(f)[1], filesystem=_resolve(f)[0]).num_rows for f in files)
+        if use_ray is None
+        else 0
+    )
     if use_ray is None:
         use_ray = ray.is_initialized() or rows > RAY_ROWS
     if not use_ray:
