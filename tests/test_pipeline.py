@@ -84,3 +84,19 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="not writable"):
         run_generation(_request(rows=1_000), Settings(), out_uri=str(blocker / "sub"))
+
+
+def test_read_batch_returns_the_published_rows_and_detects_tampering(tmp_path: Path) -> None:
+    from fraudgen import read_batch
+    from fraudgen.simulate.engine import generate_table
+
+    request = _request(rows=30_000, batch_id="readback")
+    run_generation(request, Settings(), out_uri=str(tmp_path))
+    table = read_batch(str(tmp_path / "batch_id=readback"))
+    assert table.equals(generate_table(request))
+    part = tmp_path / "batch_id=readback" / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-100])
+    with pytest.raises(StoreError, match="SHA256"):
+        read_batch(str(tmp_path / "batch_id=readback"))
+    with pytest.raises(StoreError, match="not a published batch"):
+        read_batch(str(tmp_path / "batch_id=never-written"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 MANIFEST = "manifest.json"
@@ -214,3 +215,43 @@ def open_store(uri: str) -> Store:
 
 def batch_prefix(batch_id: str) -> str:
     return f"batch_id={batch_id}"
+
+
+def read_batch(uri: str, verify: bool = True) -> pa.Table:
+    """A published batch as one contract table: ``<root>/batch_id=<id>`` (local or ``s3://``).
+
+    Only batches with a ``manifest.json`` are read (an unpublished or failed batch has none), every file
+    the manifest lists is read, and with ``verify`` each file's SHA256 must equal the manifest's, so a
+    truncated or tampered file fails loudly instead of silently shortening the data.
+    """
+    import hashlib
+    import json
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from fraudgen.schema import TRANSACTION_SCHEMA, conform
+
+    store = open_store(uri.rstrip("/"))
+    if not store.exists(MANIFEST):
+        raise StoreError(
+            f"{uri}: no {MANIFEST}: not a published batch (missing, still being written, or failed)"
+        )
+    manifest = json.loads(store.read_bytes(MANIFEST))
+    tables = []
+    for entry in manifest["files"]:
+        data = store.read_bytes(entry["path"])
+        if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise StoreError(
+                f"{store.uri(entry['path'])}: SHA256 differs from {MANIFEST} (corrupt or modified)"
+            )
+        if entry["path"].endswith(".csv"):
+            types = {f.name: f.type for f in TRANSACTION_SCHEMA}
+            options = pacsv.ConvertOptions(column_types=types)
+            tables.append(conform(pacsv.read_csv(io.BytesIO(data), convert_options=options)))
+        else:
+            tables.append(conform(pq.read_table(io.BytesIO(data))))
+    table = pa.concat_tables(tables) if tables else TRANSACTION_SCHEMA.empty_table()
+    if table.num_rows != manifest["rows"]:
+        raise StoreError(f"{uri}: {table.num_rows} rows read, {MANIFEST} says {manifest['rows']}")
+    return table
