@@ -452,6 +452,8 @@ def dev_up_command(services: str = "postgres,kafka,s3", migrate: bool = True, wa
             print(f"export {key}={value}")
         sys.stdout.flush()
         if wait:
+            # SIGTERM (a supervisor, `kill`) stops the servers as cleanly as Ctrl-C does
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
