@@ -193,7 +193,7 @@ def conform(table: pa.Table) -> pa.Table:
         if not column.type.equals(field.type):
             try:
                 column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            except pa.ArrowException as exc:
                 raise ValueError(f"column {field.name!r} cannot be cast to {field.type}: {exc}") from exc
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=TRANSACTION_SCHEMA)

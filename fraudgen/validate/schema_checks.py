@@ -151,7 +151,7 @@ def _timestamps(table: pa.Table) -> np.ndarray | None:
         else:
             return None
         return np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:
         return None
 
 
@@ -180,7 +180,7 @@ def _amounts(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray | None, np.
         if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_decimal(t):
             col = col.cast(pa.float64())
         units = np.asarray(pc.cast(col, pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:
         return None, None, None
     scaled = units * 100.0
     cents = np.round(scaled)
@@ -193,7 +193,7 @@ def _floats(table: pa.Table, name: str) -> np.ndarray | None:
         return None
     try:
         return np.asarray(pc.cast(table.column(name), pa.float64()).to_numpy(), dtype=np.float64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:
         return None
 
 
@@ -344,7 +344,7 @@ def _labels(cols: Columns, summary: BlockSummary) -> None:
         fraud = np.asarray(
             pc.cast(table.column("is_fraud"), pa.bool_()).fill_null(False).to_numpy(), dtype=bool
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:
         return
     cols.is_fraud = fraud
     bad = fraud != (cols.scenario != -1)
