@@ -385,7 +385,7 @@ def kafka_consume(
     config: ConfigOption = None,
 ) -> None:
     """Read synthetic_tx_events as JSON lines; with --verify, tampered or unsigned messages are rejected."""
-    from fraudgen.sinks.kafka import kafka_consume_command
+    from fraudgen.sinks.kafka_verify import kafka_consume_command
 
     raise typer.Exit(kafka_consume_command(verify, max_messages, load_settings(config)))
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from deployments.app import create_app
 from fraudgen.config import Settings
-from fraudgen.sinks import kafka as ks
+from fraudgen.sinks import kafka_verify as kv
 from fraudgen.sinks import postgres as pgs
 from fraudgen.sinks.persist import db_migrate_command
 
@@ -57,7 +57,7 @@ def test_generate_persists_in_background(
     assert status["sinks"]["postgres"]["rows"] == 5000
     with pgs.connect(dsn) as conn:
         assert pgs.batch_row_counts(conn, result["batch_id"])[0] == 5000
-    events = ks.consume(kafka_bootstrap, f"api-requests-{tag}", verify=True, hmac_keys={"k1": KEY.encode()},
+    events = kv.consume(kafka_bootstrap, f"api-requests-{tag}", verify=True, hmac_keys={"k1": KEY.encode()},
                         timeout_s=30, keep_records=True)  # fmt: skip
     assert events.accepted == 1 and events.rejected == 0
     assert events.records[0]["batch_id"] == result["batch_id"]

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from fraudgen.pipeline import FileEntry, batch_sha256
-from fraudgen.sinks.kafka import consume
+from fraudgen.sinks.kafka_verify import consume
 
 ROWS = int(os.environ.get("FRAUDGEN_E2E_ROWS", "1000000"))
 HMAC_KEY = "e2e-test-key-not-a-secret"

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 from fraudgen.config import Settings
 from fraudgen.schema import Transaction, table_to_models
 from fraudgen.sinks import kafka as ks
+from fraudgen.sinks import kafka_verify as kv
 from fraudgen.sinks.signing import sign, sign_values, verify
 
 pytestmark = pytest.mark.services
@@ -58,7 +59,7 @@ def test_publish_then_verified_consume(kafka_bootstrap: str, make_batch) -> None
     publisher = ks.TransactionPublisher(kafka_bootstrap, KEY, "k1", topic)
     assert publisher.publish_table(table, manifest["batch_id"]) == 20_000
     assert "hmac" not in repr(publisher).lower() or KEY.decode() not in repr(publisher)
-    result = ks.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY}, keep_records=True)
+    result = kv.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY}, keep_records=True)
     assert result.accepted == 20_000 and result.rejected == 0
     assert sorted(result.transaction_ids) == sorted(table.column("transaction_id").to_pylist())
     first = next(
@@ -66,9 +67,9 @@ def test_publish_then_verified_consume(kafka_bootstrap: str, make_batch) -> None
     )
     assert Transaction.model_validate(first) == table_to_models(table.slice(0, 1))[0]
     # a wrong key (rotation without the old key) rejects everything as unknown or tampered
-    wrong = ks.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": b"other"})
+    wrong = kv.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": b"other"})
     assert wrong.accepted == 0 and wrong.rejected_tampered == 20_000
-    capped = ks.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY}, max_messages=100)
+    capped = kv.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY}, max_messages=100)
     assert capped.accepted == 100
     with pytest.raises(ValueError, match="do not all belong"):
         publisher.publish_table(table.slice(0, 5), "another-batch")
@@ -104,18 +105,18 @@ def test_tampered_unsigned_and_unknown_key_are_rejected(kafka_bootstrap: str, ma
         ],
     )
     assert producer.flush(10) == 0
-    result = ks.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY})
+    result = kv.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY})
     assert result.accepted == 10
     assert (result.rejected_tampered, result.rejected_unsigned, result.rejected_unknown_key) == (3, 1, 1)
     assert table.column("transaction_id")[10].as_py() not in result.transaction_ids
-    unverified = ks.consume(kafka_bootstrap, topic, verify=False)
+    unverified = kv.consume(kafka_bootstrap, topic, verify=False)
     assert unverified.accepted == 15 and not unverified.verified
 
 
 def test_request_events_and_consume_command(kafka_bootstrap: str, capsys: pytest.CaptureFixture) -> None:
     ks.ensure_topics(kafka_bootstrap, partitions=1)
     ks.publish_request_event(kafka_bootstrap, {"batch_id": "b-req", "rows": 10, "seed": 1}, KEY, "k1")
-    got = ks.consume(
+    got = kv.consume(
         kafka_bootstrap, ks.REQUESTS_TOPIC, verify=True, hmac_keys={"k1": KEY}, keep_records=True
     )
     assert {"batch_id": "b-req", "rows": 10, "seed": 1} in got.records and got.rejected == 0
@@ -130,10 +131,10 @@ def test_request_events_and_consume_command(kafka_bootstrap: str, capsys: pytest
     raw = Producer({"bootstrap.servers": kafka_bootstrap})
     raw.produce(topic, b'{"transaction_id":"x"}')
     assert raw.flush(10) == 0
-    assert ks.kafka_consume_command(verify=True, max_n=None, settings=settings) == 1
+    assert kv.kafka_consume_command(verify=True, max_n=None, settings=settings) == 1
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["rejected_unsigned"] == 1 and summary["accepted"] == 0
-    assert ks.kafka_consume_command(verify=True, max_n=None, settings=Settings()) == 2
+    assert kv.kafka_consume_command(verify=True, max_n=None, settings=Settings()) == 2
 
 
 def test_unreachable_broker_is_a_clear_kafka_error() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from fraudgen.config import Settings
 from fraudgen.devservices import KafkaBroker, PostgresServer, free_ports
-from fraudgen.sinks import kafka as ks
+from fraudgen.sinks import kafka_verify as kv
 from fraudgen.sinks import postgres as pgs
 from fraudgen.sinks.jobs import PROGRESS_FILE, get_jobs
 from fraudgen.sinks.persist import db_migrate_command, persist_batch, persist_command
@@ -75,13 +75,13 @@ def test_persist_both_sinks_then_rerun_is_a_no_op(
         "postgres": ("done", 50_000, None),
         "kafka": ("done", 50_000, None),
     }
-    consumed = ks.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY.encode()})
+    consumed = kv.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY.encode()})
     assert consumed.accepted == 50_000 and consumed.rejected == 0
     assert sorted(consumed.transaction_ids) == sorted(table.column("transaction_id").to_pylist())
     # a second persist finds every file done: nothing re-sent, nothing duplicated
     again = persist_batch(root, batch_id, settings, {"postgres", "kafka"})
     assert all(r.state == "done" and r.rows_written_now == 0 for r in again.values())
-    assert ks.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY.encode()}).accepted == 50_000
+    assert kv.consume(kafka_bootstrap, topic, verify=True, hmac_keys={"k1": KEY.encode()}).accepted == 50_000
 
 
 def test_postgres_stopped_mid_load_then_resume_is_exact(ray_session, make_batch) -> None:
@@ -168,7 +168,7 @@ def test_kafka_broker_restarted_mid_publish_then_resume(ray_session, make_batch)
         )["kafka"]
         assert (resumed.state, resumed.rows_done) == ("done", 50_000)
         assert resumed.rows_written_now == 50_000 - failed.rows_done
-        consumed = ks.consume(broker.bootstrap, verify=True, hmac_keys={"k1": KEY.encode()})
+        consumed = kv.consume(broker.bootstrap, verify=True, hmac_keys={"k1": KEY.encode()})
         # the new broker holds exactly the rows never acknowledged before the restart: none twice
         assert consumed.accepted == 50_000 - failed.rows_done == len(set(consumed.transaction_ids))
         all_ids = set(table.column("transaction_id").to_pylist())

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from fraudgen.sinks.kafka import consume
+from fraudgen.sinks.kafka_verify import consume
 from fraudgen.stream import StdoutSink, Stream, StreamConfig, local_source, ray_source
 
 HMAC_KEY = "stream-test-key-not-a-secret"
