@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="validate the batch N times (best kept)")
     args = parser.parse_args()
     from fraudgen.config import Settings
-    from fraudgen.validate.stage import validate_dataset
+    from fraudgen.validate.dataset import validate_dataset
 
     with tempfile.TemporaryDirectory(prefix="fraudgen-bench-validate-") as tmp:
         t0 = time.perf_counter()

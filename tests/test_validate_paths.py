@@ -18,16 +18,10 @@ import pytest
 
 from fraudgen.request import GenerationRequest
 from fraudgen.simulate.engine import generate_table
+from fraudgen.validate.dataset import read_blocks, summarise_file, validate_dataset_with_summary, work_units
 from fraudgen.validate.hashing import hash_strings, signature_prefixes, sorted_unique, unique_counts
 from fraudgen.validate.rules import _lookup, earliest, needle_index
-from fraudgen.validate.stage import (
-    merge,
-    read_blocks,
-    summarise_file,
-    validate_dataset_with_summary,
-    validate_table_with_summary,
-    work_units,
-)
+from fraudgen.validate.stage import merge, validate_table_with_summary
 from fraudgen.validate.summary import bottom_k_users
 from fraudgen.world import mix64
 

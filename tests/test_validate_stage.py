@@ -17,13 +17,13 @@ from fraudgen.config import Settings
 from fraudgen.request import GenerationRequest
 from fraudgen.simulate.engine import generate_table
 from fraudgen.validate.command import validate_command
+from fraudgen.validate.dataset import validate_dataset
 from fraudgen.validate.report import write_report
 from fraudgen.validate.stage import (
     GateConfig,
     evaluate,
     merge,
     summarise_block,
-    validate_dataset,
     validate_table,
     validate_table_with_summary,
 )

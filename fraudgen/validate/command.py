@@ -18,8 +18,8 @@ from fraudgen.validate.gates import GateConfig
 def validate_command(
     path: str, reference: str | None, report_dir: str | None, as_json: bool, settings: Any
 ) -> int:
+    from fraudgen.validate.dataset import validate_dataset_with_summary
     from fraudgen.validate.report import write_report
-    from fraudgen.validate.stage import validate_dataset_with_summary
 
     # with --json, stdout carries the report only: logs and progress bars go to stderr
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
