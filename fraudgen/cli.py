@@ -1,4 +1,6 @@
-"""The ``fraudgen`` command. Exit codes: 0 ok, 1 a gate or check failed, 2 usage or input error."""
+"""The ``fraudgen`` command: generate, preview and validate here; the service commands (persist, db, kafka,
+dev, stream, llm, serve) in :mod:`fraudgen.cli_ops`. Exit codes: 0 ok, 1 a gate or check failed, 2 usage or
+input error."""
 
 from __future__ import annotations
 
@@ -6,17 +8,26 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fraudgen.config import Settings, get_settings
+from fraudgen.cli_common import (
+    ConfigOption,
+    build_request,
+    console,
+    fail,
+    load_settings,
+    out,
+    parse_mix,
+    parse_time,
+)
+from fraudgen.cli_ops import register
+from fraudgen.config import Settings
 from fraudgen.logs import configure_logging
-from fraudgen.request import GenerationRequest, parse_scenario_mix
+from fraudgen.request import GenerationRequest
 
 app = typer.Typer(
     name="fraudgen",
@@ -25,84 +36,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 200)
-
-#: request field → CLI flag, so errors name what the user typed
-FLAG_OF_FIELD = {
-    "rows": "--rows",
-    "seed": "--seed",
-    "batch_id": "--batch-id",
-    "fraud_rate": "--fraud-rate",
-    "scenario_mix": "--scenarios",
-    "start": "--start",
-    "end": "--end",
-    "users": "--users",
-    "countries": "--countries",
-    "currency": "--currency",
-    "tenant_id": "--tenant",
-    "shard_rows": "--shard-rows",
-    "rate": "--rate",
-    "duration_s": "--duration",
-    "speedup": "--speedup",
-    "stream_id": "--stream-id",
-}
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="settings file (.json/.toml/.yaml); environment wins over it")
-]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``--flag: what is wrong (got value)``."""
-    lines = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "request"
-        flag = FLAG_OF_FIELD.get(field, field)
-        message = str(error["msg"]).removeprefix("Value error, ")
-        got = error.get("input")
-        suffix = (
-            f" (got {got!r})" if got is not None and not isinstance(got, dict) and field != "request" else ""
-        )
-        lines.append(f"{flag}: {message}{suffix}")
-    return "; ".join(lines)
-
-
-def load_settings(config: Path | None) -> Settings:
-    try:
-        return get_settings(config)
-    except (ValidationError, ValueError) as exc:
-        fail(f"--config: {exc}")
-
-
-def build_request(**fields: Any) -> GenerationRequest:
-    try:
-        return GenerationRequest(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        fail(describe_validation_error(exc))
-
-
-def _parse_time(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{flag}: not an ISO 8601 date or datetime (got {value!r})")
-
-
-def _parse_mix(value: str | None) -> dict[str, float] | None:
-    if value is None:
-        return None
-    try:
-        return parse_scenario_mix(value)
-    except ValueError as exc:
-        fail(str(exc))
 
 
 @app.callback()
@@ -162,9 +95,9 @@ def generate(
         seed=seed,
         batch_id=batch_id,
         fraud_rate=fraud_rate,
-        scenario_mix=_parse_mix(scenarios),
-        start=_parse_time(start, "--start"),
-        end=_parse_time(end, "--end"),
+        scenario_mix=parse_mix(scenarios),
+        start=parse_time(start, "--start"),
+        end=parse_time(end, "--end"),
         users=users,
         countries=[c.strip() for c in countries.split(",") if c.strip()] if countries else None,
         currency=currency,
@@ -307,7 +240,7 @@ def preview(
 
     if not 1 <= rows <= 10_000:
         fail(f"--rows: must be between 1 and 10,000 for a preview (got {rows})")
-    request = build_request(rows=rows, seed=seed, fraud_rate=fraud_rate, scenario_mix=_parse_mix(scenarios))
+    request = build_request(rows=rows, seed=seed, fraud_rate=fraud_rate, scenario_mix=parse_mix(scenarios))
     table = generate_table(request)
     if as_json:
         for record in table.to_pylist():
@@ -345,170 +278,7 @@ def validate(
     raise typer.Exit(validate_command(path, reference, report, as_json, load_settings(config)))
 
 
-@app.command()
-def persist(
-    batch_id: Annotated[str, typer.Option(help="the written batch to persist or resume")],
-    out_uri: Annotated[str | None, typer.Option("--out", help="where the batch was written")] = None,
-    sink: Annotated[str | None, typer.Option(help="postgres,kafka (default: every configured sink)")] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Resume Postgres/Kafka persistence of a written batch: no row lost, none duplicated."""
-    from fraudgen.sinks.persist import persist_command
-
-    raise typer.Exit(persist_command(batch_id, out_uri, sink, load_settings(config)))
-
-
-db_app = typer.Typer(help="Postgres schema management.", no_args_is_help=True)
-kafka_app = typer.Typer(help="Kafka helpers.", no_args_is_help=True)
-dev_app = typer.Typer(
-    help="Local real services for trying the full flow without Docker.", no_args_is_help=True
-)
-app.add_typer(db_app, name="db")
-app.add_typer(kafka_app, name="kafka")
-app.add_typer(dev_app, name="dev")
-
-
-@db_app.command("migrate")
-def db_migrate(config: ConfigOption = None) -> None:
-    """Apply the versioned SQL migrations (tables, WORM audit trigger, statistics view)."""
-    from fraudgen.sinks.persist import db_migrate_command
-
-    raise typer.Exit(db_migrate_command(load_settings(config)))
-
-
-@kafka_app.command("consume")
-def kafka_consume(
-    verify: Annotated[
-        bool, typer.Option("--verify", help="check HMAC signatures; reject bad messages")
-    ] = False,
-    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="stop after N messages")] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Read synthetic_tx_events as JSON lines; with --verify, tampered or unsigned messages are rejected."""
-    from fraudgen.sinks.kafka_verify import kafka_consume_command
-
-    raise typer.Exit(kafka_consume_command(verify, max_messages, load_settings(config)))
-
-
-@dev_app.command("up")
-def dev_up(
-    services: Annotated[str, typer.Option(help="comma-separated: postgres,kafka,s3")] = "postgres,kafka,s3",
-    migrate: Annotated[bool, typer.Option(help="apply the Postgres migrations")] = True,
-) -> None:
-    """Start real Postgres, Kafka and S3 servers on loopback; print the exports; Ctrl-C stops them."""
-    from fraudgen.devservices import dev_up_command
-
-    raise typer.Exit(dev_up_command(services, migrate=migrate))
-
-
-@app.command()
-def stream(
-    rate: Annotated[float, typer.Option(help="average transactions per second")] = 1_000.0,
-    duration: Annotated[float | None, typer.Option(help="stop after S seconds")] = None,
-    rows: Annotated[int | None, typer.Option(help="stop after N transactions")] = None,
-    speedup: Annotated[
-        float | None, typer.Option(help="event-time pacing: event seconds per wall second")
-    ] = None,
-    scenarios: Annotated[str | None, typer.Option(help="mix, e.g. card_testing=2,phishing=1")] = None,
-    fraud_rate: Annotated[float | None, typer.Option(help="share of fraudulent rows, 0..1")] = None,
-    seed: Annotated[int, typer.Option(help="same seed ⇒ same sequence of events")] = 42,
-    sink: Annotated[str, typer.Option(help="stdout or kafka")] = "stdout",
-    actors: Annotated[
-        int, typer.Option(min=0, max=256, help="Ray actors generating in parallel (0: none)")
-    ] = 0,
-    users: Annotated[int | None, typer.Option(help="population size")] = None,
-    stream_id: Annotated[str, typer.Option(help="id carried as batch_id by every event")] = "stream",
-    config: ConfigOption = None,
-) -> None:
-    """Emit an endless (or bounded) paced stream in timestamp order; SIGINT/SIGTERM stop it cleanly."""
-    from fraudgen.stream import KafkaSink, StdoutSink, Stream, StreamConfig, install_signal_handlers
-
-    settings = load_settings(config)
-    if sink not in ("stdout", "kafka"):
-        fail(f"--sink: must be stdout or kafka (got {sink!r})")
-    fields: dict[str, Any] = {"rate": rate, "duration_s": duration, "rows": rows, "speedup": speedup,
-                              "seed": seed, "stream_id": stream_id, "fraud_rate": fraud_rate,
-                              "scenario_mix": _parse_mix(scenarios), "users": users}  # fmt: skip
-    try:
-        cfg = StreamConfig(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        fail(
-            describe_validation_error(exc)
-            .replace("duration_s", "--duration")
-            .replace("stream_id", "--stream-id")
-        )
-    try:
-        target = KafkaSink(settings, cfg.stream_id) if sink == "kafka" else StdoutSink(sys.stdout.write)
-    except (ValueError, RuntimeError) as exc:
-        fail(str(exc))
-    source = None
-    if actors:
-        from fraudgen.stream import ray_source
-
-        source = ray_source(cfg, actors)
-    runner = Stream(cfg, target, source)
-    install_signal_handlers(runner)
-    live = console.is_terminal
-
-    def progress(stats: Any) -> None:
-        s = stats.summary()
-        line = (f"sent {s['sent']:,}  rate {s['achieved_rate']:,.0f}/s (target {runner.rate:,.0f})  "
-                f"lag {s['lag_s']:.2f}s  fraud {100 * s['fraud_share']:.2f}%")  # fmt: skip
-        console.print(line, end="\r" if live else "\n", highlight=False)
-
-    try:
-        stats = runner.run(progress=progress)
-    except Exception as exc:  # a sink that failed mid-stream: say how far it got
-        console.print_json(json.dumps(runner.stats.summary()))
-        fail(f"stream stopped: {exc}", code=1)
-    console.print_json(json.dumps(stats.summary()))
-
-
-llm_app = typer.Typer(help="The LLM engine: train a model, sample from it.", no_args_is_help=True)
-app.add_typer(llm_app, name="llm")
-
-
-@llm_app.command("train")
-def llm_train(
-    data: Annotated[str, typer.Option(help="Parquet file or batch directory of reference transactions")],
-    out_dir: Annotated[str, typer.Option("--out", help="model directory to write")],
-    base: Annotated[
-        str, typer.Option(help="scratch, a fraudgen model dir, or a local HF causal LM dir")
-    ] = "scratch",
-    lora: Annotated[bool, typer.Option("--lora", help="train a LoRA adapter instead of all weights")] = False,
-    load_4bit: Annotated[bool, typer.Option("--load-4bit", help="NF4 4-bit base (CUDA, QLoRA)")] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Train the row model locally (nothing is downloaded)."""
-    from fraudgen.llm.command import llm_train_command
-
-    raise typer.Exit(llm_train_command(data, out_dir, base, lora, load_4bit, load_settings(config)))
-
-
-@llm_app.command("sample")
-def llm_sample(
-    model: Annotated[str, typer.Option(help="trained model directory")],
-    rows: Annotated[int, typer.Option(help="transactions to sample")] = 1_000,
-    seed: Annotated[int, typer.Option()] = 42,
-    out_dir: Annotated[str | None, typer.Option("--out", help="write Parquet here")] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Sample transactions from a model; prints validity, fallbacks and privacy figures as JSON."""
-    from fraudgen.llm.command import llm_sample_command
-
-    raise typer.Exit(llm_sample_command(model, rows, seed, out_dir, load_settings(config)))
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="bind address (non-loopback needs auth)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    config: ConfigOption = None,
-) -> None:
-    """Run the HTTP API on Ray Serve (embedded local Ray unless RAY_ADDRESS is set)."""
-    from deployments.command import serve_command
-
-    raise typer.Exit(serve_command(host, port, load_settings(config)))
+register(app)
 
 
 def main() -> None:
