@@ -21,7 +21,6 @@ logs or errors (DSN passwords masked, HMAC keys never rendered).
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
@@ -30,16 +29,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
 import structlog
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from fraudgen.config import Settings
-from fraudgen.logs import mask_dsn
-from fraudgen.schema import TRANSACTION_SCHEMA, conform
 from fraudgen.sinks.jobs import Progress, set_job
 from fraudgen.sinks.store import MANIFEST, StoreError, batch_prefix, open_store
+from fraudgen.sinks.writers import FileOutcome, KafkaWriter, PostgresWriter, describe_error, retrying
 
 log = structlog.get_logger(__name__)
 
@@ -66,140 +61,6 @@ class SinkResult:
         return asdict(self)
 
 
-@dataclass
-class FileOutcome:
-    file: str
-    ok: bool
-    rows: int
-    rows_done: int
-    written_now: int
-    error: str | None = None
-    acked: bytes | None = None  # np.packbits of the acknowledged mask (kafka partial files)
-
-
-def read_batch_file(store: Any, key: str) -> pa.Table:
-    """One data file of a batch as a contract table (Parquet, or CSV written by the pipeline)."""
-    data = store.read_bytes(key)
-    if key.endswith(".csv"):
-        import pyarrow.csv as pacsv
-
-        types = {f.name: f.type for f in TRANSACTION_SCHEMA}
-        table = pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(column_types=types))
-        return conform(table)
-    return conform(pq.read_table(io.BytesIO(data)))
-
-
-def _is_transient(exc: BaseException) -> bool:
-    from fraudgen.sinks.kafka import KafkaSinkError
-
-    if isinstance(exc, KafkaSinkError):
-        return exc.transient
-    return isinstance(exc, psycopg.OperationalError | StoreError | OSError)
-
-
-def _retrying(attempts: int, max_wait: float) -> Retrying:
-    return Retrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.25, max=max_wait),
-        retry=retry_if_exception(_is_transient),
-        reraise=True,
-    )
-
-
-def _describe(sink: str, exc: BaseException) -> str:
-    text = mask_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    return text if text.startswith(f"{sink} sink") else f"{sink} sink: {type(exc).__name__}: {text}"
-
-
-class PostgresWriter:
-    """Ray actor: one Postgres connection, loads whole files idempotently."""
-
-    def __init__(self, dsn: str, root_uri: str, attempts: int, max_wait: float) -> None:
-        self._dsn, self._attempts, self._max_wait = dsn, attempts, max_wait
-        self._store = open_store(root_uri)
-        self._conn: psycopg.Connection | None = None
-
-    def _connection(self) -> psycopg.Connection:
-        from fraudgen.sinks.postgres import connect
-
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self._dsn)
-        return self._conn
-
-    def load(self, key: str, file: str, batch_id: str) -> FileOutcome:
-        from fraudgen.sinks.postgres import load_parquet_file
-
-        try:
-            table = read_batch_file(self._store, key)
-            for attempt in _retrying(self._attempts, self._max_wait):
-                with attempt:
-                    try:
-                        inserted = load_parquet_file(self._connection(), table, batch_id)
-                    except psycopg.OperationalError:
-                        if self._conn is not None:
-                            self._conn.close()
-                        self._conn = None
-                        raise
-            return FileOutcome(file, True, table.num_rows, table.num_rows, inserted)
-        except Exception as exc:
-            return FileOutcome(file, False, 0, 0, 0, _describe("postgres", exc))
-
-
-class KafkaWriter:
-    """Ray actor: one idempotent producer, publishes whole files (or their unacknowledged rows)."""
-
-    def __init__(self, settings: Settings, root_uri: str) -> None:
-        self._settings = settings
-        self._store = open_store(root_uri)
-        self._publisher: Any = None
-
-    def _make(self) -> Any:
-        from fraudgen.sinks.kafka import TransactionPublisher
-
-        s = self._settings
-        key = s.kafka_hmac_key.get_secret_value().encode() if s.kafka_hmac_key else b""
-        return TransactionPublisher(
-            str(s.kafka_bootstrap_servers),
-            key,
-            s.kafka_hmac_key_id,
-            s.kafka_topic_events,
-            message_timeout_ms=s.kafka_message_timeout_ms,
-            rate_limit_per_s=s.kafka_rate_limit_per_second,
-        )
-
-    def publish(self, key: str, file: str, batch_id: str, acked: bytes | None) -> FileOutcome:
-        from fraudgen.sinks.kafka import KafkaSinkError
-
-        skip: np.ndarray | None = None
-        rows = 0
-        try:
-            table = read_batch_file(self._store, key)
-            rows = table.num_rows
-            if acked is not None:
-                skip = np.unpackbits(np.frombuffer(acked, np.uint8), count=rows, bitorder="little").astype(
-                    bool
-                )
-            before = int(skip.sum()) if skip is not None else 0
-            for attempt in _retrying(
-                self._settings.persist_retry_attempts, self._settings.persist_retry_max_wait_s
-            ):
-                with attempt:
-                    if self._publisher is None:
-                        self._publisher = self._make()
-                    try:
-                        self._publisher.publish_table(table, batch_id, skip)
-                    except KafkaSinkError as exc:
-                        if exc.acked is not None:
-                            skip = exc.acked
-                        self._publisher = None  # a fresh producer (new idempotence session) for the retry
-                        raise
-            return FileOutcome(file, True, rows, rows, rows - before)
-        except Exception as exc:
-            done = int(skip.sum()) if skip is not None else 0
-            packed = np.packbits(skip, bitorder="little").tobytes() if skip is not None else None
-            return FileOutcome(file, False, rows, done, 0, _describe("kafka", exc), packed)
-
-
 # --- driver ---------------------------------------------------------------------------------------------
 
 
@@ -211,7 +72,7 @@ def _preflight(sink: str, settings: Settings) -> None:
             raise PersistError("postgres sink: FRAUDGEN_POSTGRES_DSN is not set")
         from fraudgen.sinks.postgres import migrate
 
-        for attempt in _retrying(attempts, max_wait):
+        for attempt in retrying(attempts, max_wait):
             with attempt:
                 migrate(settings.postgres_dsn.get_secret_value())
     elif sink == "kafka":
@@ -222,7 +83,7 @@ def _preflight(sink: str, settings: Settings) -> None:
         from fraudgen.sinks.kafka import ensure_topics
 
         topics = (settings.kafka_topic_events, settings.kafka_topic_requests)
-        for attempt in _retrying(attempts, max_wait):
+        for attempt in retrying(attempts, max_wait):
             with attempt:
                 ensure_topics(
                     settings.kafka_bootstrap_servers,
@@ -252,7 +113,7 @@ class _Jobs:
         try:
             set_job(self._conn, self._batch_id, sink, state, **kwargs)
         except psycopg.Error as exc:
-            log.warning("generation_jobs_update_failed", sink=sink, error=_describe("postgres", exc))
+            log.warning("generation_jobs_update_failed", sink=sink, error=describe_error("postgres", exc))
             if self._conn.broken:
                 self._conn.close()
                 self._conn = None
@@ -300,7 +161,8 @@ def persist_batch(
             try:
                 _preflight(sink, settings)
             except Exception as exc:
-                results[sink] = _finish(progress, jobs, sink, files, total, 0, started, _describe(sink, exc))
+                reason = describe_error(sink, exc)
+                results[sink] = _finish(progress, jobs, sink, files, total, 0, started, reason)
                 continue
             pending = [
                 f for f in files if not (f in progress.sink(sink).files and progress.sink(sink).files[f].done)
@@ -418,7 +280,7 @@ def _finish_postgres(
             )
         record_batch(dsn, manifest, {"request": manifest.get("request"), **(metadata or {})})
     except Exception as exc:
-        return _describe("postgres", exc)
+        return describe_error("postgres", exc)
     return None
 
 
@@ -499,7 +361,7 @@ def db_migrate_command(settings: Settings) -> int:
     try:
         applied = migrate(settings.postgres_dsn.get_secret_value())
     except Exception as exc:
-        print(f"error: {_describe('postgres', exc)}", file=sys.stderr)
+        print(f"error: {describe_error('postgres', exc)}", file=sys.stderr)
         return 1
     print(json.dumps({"applied": applied}))
     return 0

@@ -227,10 +227,7 @@ def read_batch(uri: str, verify: bool = True) -> pa.Table:
     import hashlib
     import json
 
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from fraudgen.schema import TRANSACTION_SCHEMA, conform
+    from fraudgen.schema import TRANSACTION_SCHEMA
 
     store = open_store(uri.rstrip("/"))
     if not store.exists(MANIFEST):
@@ -245,13 +242,22 @@ def read_batch(uri: str, verify: bool = True) -> pa.Table:
             raise StoreError(
                 f"{store.uri(entry['path'])}: SHA256 differs from {MANIFEST} (corrupt or modified)"
             )
-        if entry["path"].endswith(".csv"):
-            types = {f.name: f.type for f in TRANSACTION_SCHEMA}
-            options = pacsv.ConvertOptions(column_types=types)
-            tables.append(conform(pacsv.read_csv(io.BytesIO(data), convert_options=options)))
-        else:
-            tables.append(conform(pq.read_table(io.BytesIO(data))))
+        tables.append(decode_part(entry["path"], data))
     table = pa.concat_tables(tables) if tables else TRANSACTION_SCHEMA.empty_table()
     if table.num_rows != manifest["rows"]:
         raise StoreError(f"{uri}: {table.num_rows} rows read, {MANIFEST} says {manifest['rows']}")
     return table
+
+
+def decode_part(name: str, data: bytes) -> pa.Table:
+    """One data file of a batch as a contract table: Parquet, or CSV (typed by the contract, not guessed)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from fraudgen.schema import TRANSACTION_SCHEMA, conform
+
+    if name.endswith(".csv"):
+        types = {f.name: f.type for f in TRANSACTION_SCHEMA}
+        options = pacsv.ConvertOptions(column_types=types)
+        return conform(pacsv.read_csv(io.BytesIO(data), convert_options=options))
+    return conform(pq.read_table(io.BytesIO(data)))
