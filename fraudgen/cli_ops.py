@@ -107,7 +107,9 @@ def stream(
             .replace("stream_id", "--stream-id")
         )
     try:
-        target = KafkaSink(settings, cfg.stream_id) if sink == "kafka" else StdoutSink(sys.stdout.write)
+        sys.stdout.flush()
+        stdout = StdoutSink(fd=sys.stdout.fileno())
+        target = KafkaSink(settings, cfg.stream_id) if sink == "kafka" else stdout
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     source = None

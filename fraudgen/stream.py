@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import signal
 import threading
@@ -66,7 +67,9 @@ class StreamConfig(BaseModel):
     def chunk_event_seconds(self) -> float:
         """Event-time width of a chunk: an average chunk holds ``chunk_rows`` rows."""
         if self.speedup is None:
-            return 60.0
+            # an hour of event time per chunk: bursts and takeovers (minutes to hours) fit inside one chunk
+            # instead of being squeezed against its edges; longer cases (identity theft) are compressed
+            return 3600.0
         return max(1.0, self.chunk_rows * self.speedup / self.rate)
 
     def chunk_row_count(self, k: int) -> int:
@@ -172,16 +175,32 @@ class StreamSink(Protocol):
 
 
 class StdoutSink:
-    """JSON lines on a text stream (the same JSON as the Kafka values)."""
+    """JSON lines (the same JSON as the Kafka values) to a file descriptor, or to any ``write`` callable.
 
-    def __init__(self, write: Callable[[str], Any]) -> None:
+    On a descriptor every tick's lines go out with ``os.write`` until the last byte is written: a signal
+    that interrupts a write blocked on a full pipe (a slow reader) can then never cut a line or strand it
+    in a buffer, so a stream stopped by SIGTERM ends with exactly the events it counted.
+    """
+
+    def __init__(self, write: Callable[[str], Any] | None = None, fd: int | None = None) -> None:
+        if (write is None) == (fd is None):
+            raise ValueError("StdoutSink takes either write or fd")
         self._write = write
+        self._fd = fd
 
     def send(self, table: pa.Table) -> None:
         from fraudgen.sinks.kafka import json_values
 
-        if table.num_rows:
-            self._write("\n".join(json_values(table).to_pylist()) + "\n")
+        if not table.num_rows:
+            return
+        text = "\n".join(json_values(table).to_pylist()) + "\n"
+        if self._write is not None:
+            self._write(text)
+            return
+        assert self._fd is not None
+        view = memoryview(text.encode())
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def flush(self) -> None:
         return None
