@@ -17,7 +17,6 @@ Usage: python bench/sinks.py [--rows 1000000] [--files 4] [--pool 2] [--only kaf
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -26,53 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fraudgen.config import Settings
 from fraudgen.devservices import KafkaBroker, PostgresServer, S3Server
+from fraudgen.pipeline import generate_batch_inprocess
 from fraudgen.request import GenerationRequest
-from fraudgen.simulate.engine import generate_table
 from fraudgen.sinks import kafka as ks
 from fraudgen.sinks import postgres as pgs
 from fraudgen.sinks.persist import persist_batch
+from fraudgen.sinks.store import read_batch
 
 KEY = os.urandom(32).hex()
-
-
-def write_batch(root: Path, table: pa.Table, files: int) -> dict:
-    batch_id = table.column("batch_id")[0].as_py()
-    directory = root / f"batch_id={batch_id}"
-    directory.mkdir(parents=True)
-    per = -(-table.num_rows // files)
-    entries = []
-    for i in range(files):
-        part = table.slice(i * per, per)
-        path = directory / f"part-{i:05d}.parquet"
-        pq.write_table(part, path)
-        data = path.read_bytes()
-        entries.append(
-            {
-                "path": path.name,
-                "rows": part.num_rows,
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data),
-                "fraud_rows": int(pc.sum(part.column("is_fraud").cast(pa.int64())).as_py() or 0),
-            }
-        )
-    body = {"batch_id": batch_id, "schema_version": "1", "rows": table.num_rows, "files": entries}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    manifest = {
-        **body,
-        "fraud_rows": sum(e["fraud_rows"] for e in entries),
-        "request": {},
-        "batch_sha256": digest,
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
 
 
 def emit(
@@ -141,12 +107,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     wanted = set(args.only.split(","))
-    table = generate_table(GenerationRequest(rows=args.rows, seed=7, shard_rows=min(args.rows, 5_000_000)))
-    batch_id = table.column("batch_id")[0].as_py()
+    request = GenerationRequest(rows=args.rows, seed=7, shard_rows=max(100, -(-args.rows // args.files)))
     pg, broker = PostgresServer(), KafkaBroker()
     with tempfile.TemporaryDirectory(prefix="fg-bench-") as tmp:
         root = Path(tmp)
-        manifest = write_batch(root, table, args.files)
+        # the batch is written by the pipeline itself, exactly as users' batches are (not timed)
+        batch_id = generate_batch_inprocess(request, Settings(), out_uri=tmp, allow_failed=True).batch_id
+        manifest = json.loads((root / f"batch_id={batch_id}" / "manifest.json").read_text())
+        table = read_batch(str(root / f"batch_id={batch_id}"))
         try:
             if wanted & {"kafka_publish", "kafka_persist"}:
                 broker.start()

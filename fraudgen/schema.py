@@ -8,7 +8,7 @@ The column list and types are a public interface (see DESIGN.md): extend, never 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -460,7 +460,3 @@ def compute_signatures(table: pa.Table) -> pa.StringArray:
         table.column("transaction_type"),
     )
     return sha256_hex(messages)
-
-
-def scenario_index(names: Sequence[str]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(names)}

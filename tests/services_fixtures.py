@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fraudgen.devservices import KafkaBroker, PostgresServer, S3Server
+from fraudgen.pipeline import FileEntry, batch_sha256
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +92,7 @@ def write_batch(root: str | Path, table: pa.Table, files: int, request: dict[str
             }
         )
     body = {"batch_id": batch_id, "schema_version": "1", "rows": table.num_rows, "files": entries}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    digest = batch_sha256(batch_id, table.num_rows, [FileEntry.model_validate(e) for e in entries])
     manifest = {
         **body,
         "fraud_rows": sum(e["fraud_rows"] for e in entries),

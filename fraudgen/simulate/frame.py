@@ -33,6 +33,7 @@ from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, ID_PREFIX, ID_WIDTH, M
 TYPE = {name: i for i, name in enumerate(TRANSACTION_TYPES)}
 CHANNEL = {name: i for i, name in enumerate(CHANNELS)}
 STATUS = {name: i for i, name in enumerate(STATUSES)}
+SCENARIO = {name: i for i, name in enumerate(SCENARIOS)}
 
 
 @dataclass

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from fraudgen.schema import CHANNELS, SCENARIOS, TRANSACTION_TYPES
+from fraudgen.schema import SCENARIOS, TRANSACTION_TYPES
+from fraudgen.simulate.frame import CHANNEL, SCENARIO, TYPE
 from fraudgen.validate.hashing import (
     NULL_HASH,
     combine,
@@ -24,9 +25,7 @@ from fraudgen.validate.schema_checks import Columns, examples
 from fraudgen.validate.summary import BlockSummary, CheckCount, Needles
 from fraudgen.world import REPORTING_THRESHOLD
 
-T = {name: i for i, name in enumerate(TRANSACTION_TYPES)}
-C = {name: i for i, name in enumerate(CHANNELS)}
-S = {name: i for i, name in enumerate(SCENARIOS)}
+T, C, S = TYPE, CHANNEL, SCENARIO  # name → code, as in the generator's integer-coded frames
 
 #: transaction types each scenario may contain
 SCENARIO_TYPES: dict[str, tuple[str, ...]] = {
