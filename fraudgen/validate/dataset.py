@@ -11,6 +11,7 @@ import json
 import pickle
 from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,22 @@ def _resolve(path: str) -> tuple[Any, str]:
     writer (AWS_* variables), so a batch written to S3 is validated where it lies."""
     if not path.startswith("s3://"):
         return None, path
+    bucket_and_key = path.removeprefix("s3://")
+    return _s3_filesystem(bucket_and_key.split("/", 1)[0]), bucket_and_key
+
+
+@lru_cache(maxsize=8)
+def _s3_filesystem(bucket: str) -> Any:
+    """One pyarrow S3 filesystem per bucket and process (each file of a batch reuses it)."""
     from fraudgen.sinks.store import open_store
 
-    bucket_and_key = path.removeprefix("s3://")
-    fs, _ = open_store(f"s3://{bucket_and_key.split('/', 1)[0]}").arrow_filesystem()
-    return fs, bucket_and_key
+    fs, _ = open_store(f"s3://{bucket}").arrow_filesystem()
+    return fs
+
+
+def _row_count(path: str) -> int:
+    fs, where = _resolve(path)
+    return int(pq.read_metadata(where, filesystem=fs).num_rows)
 
 
 def read_blocks(path: str, row_groups: Iterable[int] | None = None) -> Iterator[pa.Table]:
@@ -170,11 +182,7 @@ def summarise_files(
     """Summaries of Parquet files: Ray Data blocks when Ray runs (or the batch is large), else in-process."""
     import ray
 
-    rows = (
-        sum(pq.read_metadata(_resolve(f)[1], filesystem=_resolve(f)[0]).num_rows for f in files)
-        if use_ray is None
-        else 0
-    )
+    rows = sum(_row_count(f) for f in files) if use_ray is None else 0
     if use_ray is None:
         use_ray = ray.is_initialized() or rows > RAY_ROWS
     if not use_ray:
