@@ -9,6 +9,7 @@ BaseHTTPMiddleware on the preview hot path): request id, body size limit, struct
 
 import contextlib
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -115,9 +116,11 @@ class _BodyTooLargeError(Exception):
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body, default=str), status_code=status, headers=headers, media_type="application/json"
-    )
+    try:
+        content = orjson.dumps(body, default=str)
+    except TypeError:  # orjson refuses what a 422 may echo back: integers beyond 64 bits, lone surrogates
+        content = json.dumps(body, default=str).encode()
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
 def outcome_response(outcome: Outcome) -> Response:

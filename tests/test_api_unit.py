@@ -267,3 +267,12 @@ def test_logs_mask_keys_and_carry_ids(
     assert api_keys.full.split(".")[1] not in json.dumps(lines)
     assert request_lines[-1]["principal"] != "ci" and len(request_lines[-1]["principal"]) == 12
     assert os.environ.get("FRAUDGEN_API_KEYS_FILE") is None
+
+
+def test_a_422_echoing_a_huge_integer_or_a_lone_surrogate_is_still_a_422(client: TestClient) -> None:
+    huge = client.post(PREVIEW, json={"count": 5, "users": 3496504695870007956996096})
+    assert huge.status_code == 422 and huge.json()["message"].startswith("users")
+    odd = client.post(
+        PREVIEW, content=b'{"count": 5, "currency": "\\ud8e3"}', headers={"content-type": "application/json"}
+    )
+    assert odd.status_code == 422
