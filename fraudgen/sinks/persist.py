@@ -3,8 +3,9 @@
 The actors read the Parquet files listed in manifest.json (local directory or S3), so a sink outage never
 loses data: the files stay, and ``fraudgen persist --batch-id ID`` picks up where the last run stopped.
 
-* Postgres actors: one connection each; a file is one transaction (binary COPY → staging → INSERT … ON
-  CONFLICT DO NOTHING), so a resume may safely reload any file: exact counts by construction. At the end
+* Postgres actors: one connection each; a file is one transaction (binary COPY straight into the table,
+  or, when some of its rows are already there, COPY → staging → INSERT … ON CONFLICT DO NOTHING), so a
+  resume may safely reload any file: exact counts by construction. At the end
   the batch's row count in Postgres is checked against the manifest, then the WORM audit row is written.
 * Kafka actors: one idempotent producer each. Progress is kept per file (jobs.py: the progress file next
   to manifest.json); a fully acknowledged file is never re-sent and a partly acknowledged one re-sends

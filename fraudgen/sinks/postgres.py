@@ -1,19 +1,19 @@
 """Postgres sink: migrations, idempotent bulk load, WORM batch audit row.
 
-Load path (per Parquet file, one transaction): the Arrow table is encoded into Postgres' binary COPY
-format with numpy/Arrow (no per-row Python), COPYed into a session TEMP staging table, then moved with
-``INSERT … SELECT … ON CONFLICT (transaction_id) DO NOTHING`` so a retried or resumed load never
-duplicates a row. Binary COPY of a float into ``numeric`` fails and text numerics are slow to parse, so the
-amount travels as exact integer cents (int8) and becomes ``numeric(18,2)`` in the INSERT (``cents * 0.01``).
+Load path (per Parquet file, one transaction; encoders in :mod:`fraudgen.sinks.pgcopy`): a binary COPY
+straight into ``synthetic_transactions``; when some row is already there, the primary key rejects that COPY
+and the file is loaded the idempotent way instead, COPY into a TEMP staging table then ``INSERT … SELECT …
+ON CONFLICT (transaction_id) DO NOTHING``. A retried or resumed load therefore never duplicates a row, and
+a first load (the common case) pays neither the staging copy nor ON CONFLICT's speculative insertion.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,20 +21,17 @@ import pyarrow.parquet as pq
 import structlog
 
 from fraudgen.logs import mask_dsn
-from fraudgen.schema import TRANSACTION_SCHEMA, conform, decimal_to_cents
+from fraudgen.schema import conform
+from fraudgen.sinks import pgcopy
 from fraudgen.sinks.migrate import apply_migrations
 
 log = structlog.get_logger(__name__)
 
-#: microseconds between the Unix epoch and Postgres' epoch (2000-01-01 UTC)
-_PG_EPOCH_US = 946_684_800_000_000
-_FIXED = ("timestamp", "amount_cents", "latitude", "longitude", "is_fraud")
-#: every string column of the contract, in schema order (sent as text by COPY)
-_TEXT = tuple(f.name for f in TRANSACTION_SCHEMA if pa.types.is_string(f.type))
-_STAGE_COLUMNS = _FIXED + _TEXT
 _STAGE_DDL = (
     'CREATE TEMP TABLE IF NOT EXISTS fg_stage ("timestamp" timestamptz, amount_cents int8, latitude float8, '
-    "longitude float8, is_fraud bool, " + ", ".join(f"{c} text" for c in _TEXT) + ") ON COMMIT DELETE ROWS"
+    "longitude float8, is_fraud bool, "
+    + ", ".join(f"{c} text" for c in pgcopy.TEXT_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
 )
 _TARGET = (
     "transaction_id",
@@ -75,9 +72,14 @@ _INSERT = (
     + ", ".join(_SELECT.get(c, c) for c in _TARGET)
     + " FROM fg_stage ON CONFLICT (transaction_id) DO NOTHING"
 )
-_COPY = "COPY fg_stage (" + ", ".join(f'"{c}"' for c in _STAGE_COLUMNS) + ") FROM STDIN (FORMAT BINARY)"
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
+_COPY_STAGE = (
+    "COPY fg_stage (" + ", ".join(f'"{c}"' for c in pgcopy.STAGE_COLUMNS) + ") FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TARGET = (
+    "COPY synthetic_transactions ("
+    + ", ".join(f'"{c}"' for c in pgcopy.TARGET_COLUMNS)
+    + ") FROM STDIN (FORMAT BINARY)"
+)
 ENCODE_CHUNK_ROWS = 100_000
 
 
@@ -107,66 +109,6 @@ def migrate(dsn: str) -> list[str]:
     return applied
 
 
-# --- binary COPY encoding -------------------------------------------------------------------------------
-
-
-def _be(values: np.ndarray, dtype: str) -> np.ndarray:
-    return np.ascontiguousarray(values.astype(dtype)).view(np.uint8).reshape(values.shape[0], -1)
-
-
-def _binary_from_matrix(matrix: np.ndarray) -> pa.Array:
-    n, width = matrix.shape
-    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
-    return pa.BinaryArray.from_buffers(
-        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(matrix).tobytes())]
-    )
-
-
-def _fixed_part(table: pa.Table) -> pa.Array:
-    """Per row: field count + the five fixed-width fields with their length words, as one 55-byte value."""
-    n = table.num_rows
-    ts = pc.cast(table.column("timestamp"), pa.int64()).to_numpy() - _PG_EPOCH_US
-    cents = decimal_to_cents(table.column("amount"))
-    lat = table.column("latitude").to_numpy()
-    lon = table.column("longitude").to_numpy()
-    fraud = table.column("is_fraud").to_numpy(zero_copy_only=False).astype(np.uint8)
-    out = np.empty((n, 55), dtype=np.uint8)
-    out[:, 0:2] = np.frombuffer(np.array([len(_STAGE_COLUMNS)], ">i2").tobytes(), np.uint8)
-    eight = np.frombuffer(np.array([8], ">i4").tobytes(), np.uint8)
-    for i, (values, dtype) in enumerate(((ts, ">i8"), (cents, ">i8"), (lat, ">f8"), (lon, ">f8"))):
-        start = 2 + 12 * i
-        out[:, start : start + 4] = eight
-        out[:, start + 4 : start + 12] = _be(values, dtype)
-    out[:, 50:54] = np.frombuffer(np.array([1], ">i4").tobytes(), np.uint8)
-    out[:, 54] = fraud
-    return _binary_from_matrix(out)
-
-
-def _text_parts(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(4-byte big-endian length or -1 for NULL, the bytes) of one text column."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    lengths = pc.binary_length(column).to_numpy(zero_copy_only=False)
-    if column.null_count:
-        valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False))
-        lengths = np.where(valid, lengths, -1)
-        column = pc.fill_null(column, "")
-    return _binary_from_matrix(_be(np.asarray(lengths), ">i4")), column.cast(pa.binary())
-
-
-def encode_copy_rows(table: pa.Table) -> pa.Buffer:
-    """The tuples of a binary COPY stream (no header/trailer) for the staging table, vectorised."""
-    parts: list[pa.Array] = [_fixed_part(table)]
-    for name in _TEXT:
-        parts.extend(_text_parts(table.column(name)))
-    rows = pc.binary_join_element_wise(*parts, b"")
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
-    lo, hi = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
-    data = rows.buffers()[2]
-    assert data is not None
-    return data.slice(lo, hi - lo)
-
-
 def _as_table(path_or_table: str | Path | pa.Table) -> pa.Table:
     if isinstance(path_or_table, pa.Table):
         return conform(path_or_table)
@@ -176,27 +118,43 @@ def _as_table(path_or_table: str | Path | pa.Table) -> pa.Table:
 def load_parquet_file(conn: psycopg.Connection, path_or_table: str | Path | pa.Table, batch_id: str) -> int:
     """Load one Parquet file (or table) of ``batch_id`` idempotently; returns the rows newly inserted.
 
-    COPY + INSERT run in one transaction: after a failure nothing of this file is visible and the retry
-    redoes it; rows already present (an earlier attempt that did commit) are skipped by ON CONFLICT.
+    Fast path: one binary COPY straight into synthetic_transactions (COPY's batched heap inserts, no
+    staging copy, no ON CONFLICT bookkeeping). If any row is already there (a resume of a file that did
+    commit, or ids shared with another batch) the primary key stops the COPY, its transaction rolls back
+    and the file goes the idempotent way: COPY into a TEMP staging table, then ``INSERT … ON CONFLICT
+    (transaction_id) DO NOTHING``. Either way the file is one transaction: after a failure nothing of it is
+    visible and no row is ever stored twice.
     """
     table = _as_table(path_or_table)
     if table.num_rows and not pc.all(pc.equal(table.column("batch_id"), batch_id)).as_py():
         raise ValueError(f"postgres sink: file rows do not all belong to batch {batch_id!r}")
     if table.num_rows == 0:
         return 0
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            _copy(cur, _COPY_TARGET, table, pgcopy.encode_target_rows)
+            return table.num_rows
+    except psycopg.errors.UniqueViolation:
+        log.info("postgres_load_dedup", batch_id=batch_id, rows=table.num_rows)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(_STAGE_DDL)
-        with cur.copy(_COPY) as copy:
-            copy.write(_COPY_HEADER)
-            for start in range(0, table.num_rows, ENCODE_CHUNK_ROWS):
-                body = encode_copy_rows(table.slice(start, ENCODE_CHUNK_ROWS))
-                view = memoryview(body)
-                for lo in range(0, len(view), 8 << 20):
-                    copy.write(view[lo : lo + (8 << 20)])
-            copy.write(_COPY_TRAILER)
+        _copy(cur, _COPY_STAGE, table, pgcopy.encode_stage_rows)
         cur.execute(_INSERT)
         inserted = cur.rowcount
     return int(inserted)
+
+
+def _copy(
+    cur: psycopg.Cursor[Any], statement: str, table: pa.Table, encode: Callable[[pa.Table], pa.Buffer]
+) -> None:
+    """One binary COPY of ``table``, encoded and sent in chunks (the server parses while we encode)."""
+    with cur.copy(statement) as copy:
+        copy.write(pgcopy.HEADER)
+        for start in range(0, table.num_rows, ENCODE_CHUNK_ROWS):
+            view = memoryview(encode(table.slice(start, ENCODE_CHUNK_ROWS)))
+            for lo in range(0, len(view), 8 << 20):
+                copy.write(view[lo : lo + (8 << 20)])
+        copy.write(pgcopy.TRAILER)
 
 
 def batch_row_counts(conn: psycopg.Connection, batch_id: str) -> tuple[int, int]:
