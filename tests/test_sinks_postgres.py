@@ -51,9 +51,10 @@ def test_migrate_is_versioned_and_idempotent(postgres_dsn: str) -> None:
         "UNIQUE INDEX synthetic_transactions_pkey ON public.synthetic_transactions "
         "USING btree (transaction_id)" in defs
     )
-    for column in ("user_id", "batch_id", '"timestamp"'):
-        assert f"btree ({column})" in defs
-    # 002: fraud rows only (the index is never useful for the ~98 % legit rows) and byte-wise identifiers
+    # 002: block-range indexes for the columns that follow the load order, fraud rows only for is_fraud
+    assert "btree (user_id)" in defs
+    for column in ("batch_id", '"timestamp"'):
+        assert f"brin ({column}) WITH (autosummarize='on')" in defs
     assert "btree (is_fraud) WHERE is_fraud" in defs
     with psycopg.connect(dsn) as conn:
         collations = dict(
@@ -104,6 +105,45 @@ def test_load_is_exact_and_retry_never_duplicates(fresh_db: str, make_batch) -> 
     assert (
         row[4] == expected["signature"] and row[5] == expected["is_fraud"] and row[6] == expected["latitude"]
     )
+
+
+def test_indexes_serve_the_usual_lookups(fresh_db: str, make_batch) -> None:
+    """Each indexed column's usual query can use its index (sequential scans disabled to ask the planner
+    "can you?" rather than "would you, on this small table?"), and gives the same answer as a scan."""
+    _, manifest, table = make_batch(20_000, seed=15, files=4)
+    batch_id = manifest["batch_id"]
+    start = pc.min(table.column("timestamp")).as_py()
+    queries = {
+        "synthetic_transactions_batch_id_idx": ("batch_id = %s", (batch_id,)),
+        "synthetic_transactions_timestamp_idx": (
+            '"timestamp" >= %s AND "timestamp" < %s + interval \'1 day\'',
+            (start, start),
+        ),
+        "synthetic_transactions_user_id_idx": ("user_id = %s", (table.column("user_id")[7].as_py(),)),
+        "synthetic_transactions_is_fraud_idx": ("is_fraud", ()),
+        "synthetic_transactions_pkey": ("transaction_id = %s", (table.column("transaction_id")[9].as_py(),)),
+    }
+    with pgs.connect(fresh_db) as conn:
+        assert pgs.load_parquet_file(conn, table, batch_id) == 20_000
+        conn.execute("ANALYZE synthetic_transactions")
+        conn.commit()
+        counts = {}
+        for index, (where, params) in queries.items():
+            sql = f"SELECT count(*) FROM synthetic_transactions WHERE {where}"
+            conn.execute("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}", params))
+            assert index in plan, plan
+            with_index = conn.execute(sql, params).fetchone()[0]
+            conn.execute("SET enable_seqscan = on; SET enable_bitmapscan = off; SET enable_indexscan = off")
+            conn.execute("SET enable_indexonlyscan = off")
+            assert conn.execute(sql, params).fetchone()[0] == with_index
+            conn.execute("RESET ALL")
+            counts[index] = with_index
+        conn.rollback()
+    assert counts["synthetic_transactions_batch_id_idx"] == 20_000
+    assert counts["synthetic_transactions_is_fraud_idx"] == manifest["fraud_rows"]
+    assert counts["synthetic_transactions_pkey"] == 1
+    assert 0 < counts["synthetic_transactions_timestamp_idx"] < 20_000
 
 
 def test_load_rejects_rows_of_another_batch(fresh_db: str, make_batch) -> None:
