@@ -37,7 +37,7 @@ from deployments.api_models import (
     to_request,
 )
 from deployments.auth import SCOPE_READ, SCOPE_WRITE, Authenticator, AuthError, Principal, require_scope
-from deployments.generator import GeneratorService, Outcome
+from deployments.generator import GenerateCall, GeneratorService, Outcome
 from deployments.metrics import METRICS_CONTENT_TYPE, LocalState, Observation, SharedState
 from deployments.ratelimit import retry_after_header
 from deployments.stream_ws import register_stream_route
@@ -55,15 +55,7 @@ class Backend(Protocol):
     """Where generation runs: in this process (LocalBackend) or in the Serve generator deployment."""
 
     async def preview(self, request_json: str, adapter: str | None) -> Outcome: ...
-    async def generate(
-        self,
-        request_json: str,
-        fmt: str,
-        sinks: list[str] | None,
-        allow_failed: bool,
-        audit: dict[str, Any],
-        adapter: str | None = None,
-    ) -> Outcome: ...
+    async def generate(self, call: GenerateCall) -> Outcome: ...
     async def batch_status(self, batch_id: str) -> Outcome: ...
     async def ready(self) -> dict[str, str]: ...
     async def idempotency_lookup(self, key_id: str) -> dict[str, Any] | None: ...
@@ -79,18 +71,8 @@ class LocalBackend:
     async def preview(self, request_json: str, adapter: str | None) -> Outcome:
         return await anyio.to_thread.run_sync(self.service.preview, request_json, adapter)
 
-    async def generate(
-        self,
-        request_json: str,
-        fmt: str,
-        sinks: list[str] | None,
-        allow_failed: bool,
-        audit: dict[str, Any],
-        adapter: str | None = None,
-    ) -> Outcome:
-        return await anyio.to_thread.run_sync(
-            self.service.generate, request_json, fmt, sinks, allow_failed, audit, adapter
-        )
+    async def generate(self, call: GenerateCall) -> Outcome:
+        return await anyio.to_thread.run_sync(self.service.generate, call)
 
     async def batch_status(self, batch_id: str) -> Outcome:
         return await anyio.to_thread.run_sync(self.service.batch_status, batch_id)
@@ -332,9 +314,10 @@ def create_app(
         sinks = [str(s) for s in body.sinks] if body.sinks is not None else None
 
         def run() -> Any:
-            return backend.generate(
+            call = GenerateCall(
                 generation.model_dump_json(), body.format, sinks, body.allow_failed, audit, body.adapter
             )
+            return backend.generate(call)
 
         if idempotency_key is None:
             outcome = await run()

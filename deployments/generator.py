@@ -31,6 +31,19 @@ IDEMPOTENCY_PREFIX = "_idempotency"
 PERSIST_SINKS = ("postgres", "kafka")
 
 
+@dataclass(frozen=True)
+class GenerateCall:
+    """One accepted ``POST /v1/generator/generate`` as every backend layer hands it on (the app, the local
+    and Serve backends, the generator deployment): one value to pass, picklable for Serve handles."""
+
+    request_json: str
+    fmt: str
+    sinks: list[str] | None
+    allow_failed: bool
+    audit: dict[str, Any]
+    adapter: str | None = None
+
+
 @dataclass
 class Outcome:
     status: int
@@ -105,24 +118,33 @@ class GeneratorService:
 
             table = generate_table(request)
         else:
-            unavailable = self._llm_unavailable()
-            if unavailable is not None:
-                return unavailable
-            from fraudgen.llm.sample import generate_llm_table
-
-            try:
-                table, report = generate_llm_table(
-                    request,
-                    str(self.llm_model_dir),
-                    adapter=adapter or self.settings.llm_adapter,
-                    validate=False,
-                )
-            except (FileNotFoundError, ValueError) as exc:  # unknown/corrupt adapter, unknown scenario
-                return error(
-                    422, f"engine llm: {exc}", field="adapter" if "adapter" in str(exc) else "engine"
-                )
-            extra["llm"] = report.model_dump(include=LLM_REPORT_FIELDS)
+            sampled = self._sample_llm(request, adapter)
+            if isinstance(sampled, Outcome):
+                return sampled
+            table, report = sampled
+            extra["llm"] = {k: v for k, v in report.items() if k in LLM_REPORT_FIELDS}
         return Outcome(200, preview_body(request, table, **extra))
+
+    def _sample_llm(
+        self, request: GenerationRequest, adapter: str | None
+    ) -> tuple[pa.Table, dict[str, Any]] | Outcome:
+        """Rows from this replica's LLM model (and its JSON report), or the error answer: 422 when the
+        server has no model or the adapter/scenario is unknown, 503 when the configured model is broken."""
+        unavailable = self._llm_unavailable()
+        if unavailable is not None:
+            return unavailable
+        from fraudgen.llm.sample import generate_llm_table
+
+        try:
+            table, report = generate_llm_table(
+                request,
+                str(self.llm_model_dir),
+                adapter=adapter or self.settings.llm_adapter,
+                validate=False,
+            )
+        except (FileNotFoundError, ValueError) as exc:  # unknown/corrupt adapter, unknown scenario
+            return error(422, f"engine llm: {exc}", field="adapter" if "adapter" in str(exc) else "engine")
+        return table, report.model_dump(mode="json")
 
     def _load_llm(self) -> None:
         """Load the model once per replica, so readiness reflects a model that can actually answer."""
@@ -155,15 +177,7 @@ class GeneratorService:
 
     # --- generate ---------------------------------------------------------------------------------------
     def generate(
-        self,
-        request_json: str,
-        fmt: str,
-        sinks: list[str] | None,
-        allow_failed: bool,
-        audit: dict[str, Any],
-        adapter: str | None = None,
-        llm_rows: pa.Table | None = None,
-        llm_report: dict[str, Any] | None = None,
+        self, call: GenerateCall, llm_rows: pa.Table | None = None, llm_report: dict[str, Any] | None = None
     ) -> Outcome:
         """Generate (rules), or export ``llm_rows`` already sampled by the LLM deployment, exactly like a
         rule batch: parts per shard, gates, manifest, publication; then background persistence."""
@@ -175,28 +189,16 @@ class GeneratorService:
             generate_batch_inprocess,
         )
 
-        request = GenerationRequest.model_validate_json(request_json)
-        chosen = self.resolve_sinks(sinks)
+        fmt, allow_failed, audit = call.fmt, call.allow_failed, call.audit
+        request = GenerationRequest.model_validate_json(call.request_json)
+        chosen = self.resolve_sinks(call.sinks)
         if isinstance(chosen, Outcome):
             return chosen
         if request.engine == "llm" and llm_rows is None:
-            unavailable = self._llm_unavailable()
-            if unavailable is not None:
-                return unavailable
-            from fraudgen.llm.sample import generate_llm_table
-
-            try:
-                llm_rows, report = generate_llm_table(
-                    request,
-                    str(self.llm_model_dir),
-                    adapter=adapter or self.settings.llm_adapter,
-                    validate=False,
-                )
-            except (FileNotFoundError, ValueError) as exc:
-                return error(
-                    422, f"engine llm: {exc}", field="adapter" if "adapter" in str(exc) else "engine"
-                )
-            llm_report = report.model_dump(mode="json")
+            sampled = self._sample_llm(request, call.adapter)
+            if isinstance(sampled, Outcome):
+                return sampled
+            llm_rows, llm_report = sampled
         published = self.publish_request_event(request, fmt, sorted(chosen), audit)
         if published is not None:
             return published

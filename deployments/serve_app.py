@@ -22,7 +22,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.auth import ensure_bind_allowed
-from deployments.generator import GeneratorService, Outcome, resolve_llm_model_dir, without_llm_model
+from deployments.generator import (
+    GenerateCall,
+    GeneratorService,
+    Outcome,
+    resolve_llm_model_dir,
+    without_llm_model,
+)
 from deployments.llm_deployment import LlmGenerator, call_llm, llm_ready, request_engine
 from fraudgen.config import Settings
 
@@ -48,19 +54,9 @@ class Generator:
         return self.service.preview(request_json, adapter)
 
     def generate(
-        self,
-        request_json: str,
-        fmt: str,
-        sinks: list[str] | None,
-        allow_failed: bool,
-        audit: dict[str, Any],
-        adapter: str | None = None,
-        llm_rows: Any = None,
-        llm_report: dict[str, Any] | None = None,
+        self, call: GenerateCall, llm_rows: Any = None, llm_report: dict[str, Any] | None = None
     ) -> Outcome:
-        return self.service.generate(
-            request_json, fmt, sinks, allow_failed, audit, adapter, llm_rows, llm_report
-        )
+        return self.service.generate(call, llm_rows, llm_report)
 
     def batch_status(self, batch_id: str) -> Outcome:
         return self.service.batch_status(batch_id)
@@ -104,26 +100,17 @@ class HandleBackend:
             return await call_llm(self.llm, "preview", request_json, self._adapter(adapter), self.settings)
         return await self.handle.preview.remote(request_json, adapter)
 
-    async def generate(
-        self,
-        request_json: str,
-        fmt: str,
-        sinks: list[str] | None,
-        allow_failed: bool,
-        audit: dict[str, Any],
-        adapter: str | None = None,
-    ) -> Outcome:
-        if self.llm is not None and request_engine(request_json) == "llm":
-            chosen = self.local.resolve_sinks(sinks)  # a client error is answered before any sampling
+    async def generate(self, call: GenerateCall) -> Outcome:
+        if self.llm is not None and request_engine(call.request_json) == "llm":
+            chosen = self.local.resolve_sinks(call.sinks)  # a client error is answered before any sampling
             if isinstance(chosen, Outcome):
                 return chosen
-            rows = await call_llm(self.llm, "rows", request_json, self._adapter(adapter), self.settings)
+            adapter = self._adapter(call.adapter)
+            rows = await call_llm(self.llm, "rows", call.request_json, adapter, self.settings)
             if rows.status != 200:
                 return rows
-            return await self.handle.generate.remote(
-                request_json, fmt, sinks, allow_failed, audit, adapter, rows.body["table"], rows.body["llm"]
-            )
-        return await self.handle.generate.remote(request_json, fmt, sinks, allow_failed, audit, adapter)
+            return await self.handle.generate.remote(call, rows.body["table"], rows.body["llm"])
+        return await self.handle.generate.remote(call)
 
     async def batch_status(self, batch_id: str) -> Outcome:
         return await self.handle.batch_status.remote(batch_id)
