@@ -21,7 +21,7 @@ import structlog
 
 from fraudgen.schema import TRANSACTION_SCHEMA
 from fraudgen.validate.gates import GateConfig, ValidationReport
-from fraudgen.validate.stage import READ_BATCH_ROWS, evaluate, merge, summarise_block
+from fraudgen.validate.stage import READ_BATCH_ROWS, evaluate, merge, report_only, summarise_block
 from fraudgen.validate.summary import BlockSummary
 
 log = structlog.get_logger(__name__)
@@ -218,19 +218,6 @@ def summarise_files(
     return summary
 
 
-def validate_dataset(
-    uri: str,
-    settings: Any = None,
-    reference_uri: str | None = None,
-    gates: GateConfig | None = None,
-    use_ray: bool | None = None,
-    known_signatures: Collection[bytes | str] | None = None,
-) -> ValidationReport:
-    """Validate a written batch (``<root>/batch_id=<id>`` directory or Parquet file/directory)."""
-    report, _ = validate_dataset_with_summary(uri, settings, reference_uri, gates, use_ray, known_signatures)
-    return report
-
-
 def validate_dataset_with_summary(
     uri: str,
     settings: Any = None,
@@ -239,6 +226,8 @@ def validate_dataset_with_summary(
     use_ray: bool | None = None,
     known_signatures: Collection[bytes | str] | None = None,
 ) -> tuple[ValidationReport, BlockSummary]:
+    """Validate a written batch (``<root>/batch_id=<id>`` directory or Parquet file/directory), with the
+    summary that ``write_report`` plots; :func:`validate_dataset` is the same without the summary."""
     if gates is None:
         gates = GateConfig.from_settings(settings) if settings is not None else GateConfig()
     files, manifest = _batch_files(uri)
@@ -259,3 +248,6 @@ def validate_dataset_with_summary(
         known_signatures=known_signatures,
     )
     return report, summary
+
+
+validate_dataset = report_only(validate_dataset_with_summary)

@@ -7,9 +7,11 @@ validated by :mod:`fraudgen.validate.dataset`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+import functools
+import inspect
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+P = ParamSpec("P")
 #: typical rows of one fraud case (card-testing bursts ~10, merchant cases ~16, phishing ~1.6)
 CASE_ROWS = 10
 
@@ -261,32 +264,6 @@ def _fraud_metrics(
     return out
 
 
-def validate_table(
-    table: pa.Table,
-    gates: GateConfig | None = None,
-    window: tuple[datetime, datetime] | None = None,
-    reference: pa.Table | None = None,
-    expected_fraud_rate: float | None = None,
-    expected_mix: dict[str, float] | None = None,
-    training_rows: pa.Table | None = None,
-    holdout_rows: pa.Table | None = None,
-    known_signatures: Collection[bytes | str] | None = None,
-) -> ValidationReport:
-    """In-process validation of one table (API batches up to ~100k rows, tests)."""
-    report, _ = validate_table_with_summary(
-        table,
-        gates,
-        window,
-        reference,
-        expected_fraud_rate,
-        expected_mix,
-        training_rows,
-        holdout_rows,
-        known_signatures,
-    )
-    return report
-
-
 def validate_table_with_summary(
     table: pa.Table,
     gates: GateConfig | None = None,
@@ -298,7 +275,8 @@ def validate_table_with_summary(
     holdout_rows: pa.Table | None = None,
     known_signatures: Collection[bytes | str] | None = None,
 ) -> tuple[ValidationReport, BlockSummary]:
-    """Like :func:`validate_table`, also returning the summary (what ``write_report`` plots)."""
+    """In-process validation of one table (API batches up to ~100k rows, tests), with the summary that
+    ``write_report`` plots; :func:`validate_table` is the same without the summary."""
     gates = gates or GateConfig()
     summary = merge(summarise_block(b, window, gates.sample_size) for b in _slices(table))
     ref = None
@@ -308,6 +286,24 @@ def validate_table_with_summary(
         summary, gates, ref, expected_fraud_rate, expected_mix, training_rows, holdout_rows, known_signatures
     )
     return report, summary
+
+
+def report_only(
+    validate: Callable[P, tuple[ValidationReport, BlockSummary]],
+) -> Callable[P, ValidationReport]:
+    """The same validation, returning the report alone (for callers that do not draw the plots)."""
+
+    @functools.wraps(validate)
+    def report(*args: P.args, **kwargs: P.kwargs) -> ValidationReport:
+        return validate(*args, **kwargs)[0]
+
+    report.__doc__ = f"Like :func:`{validate.__name__}`, without the summary."
+    signature = inspect.signature(validate).replace(return_annotation="ValidationReport")
+    report.__signature__ = signature  # type: ignore[attr-defined]  # what help() and IDEs show
+    return report
+
+
+validate_table = report_only(validate_table_with_summary)
 
 
 def _slices(table: pa.Table) -> Iterator[pa.Table]:
