@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from fraudgen.columnar import compute_signatures, decimal_to_cents
 from fraudgen.request import GenerationRequest
-from fraudgen.schema import CARD_CHANNELS, SCENARIOS, TRANSACTION_SCHEMA, compute_signatures, decimal_to_cents
+from fraudgen.schema import CARD_CHANNELS, SCENARIOS, TRANSACTION_SCHEMA
 from fraudgen.simulate import engine
 from fraudgen.simulate.engine import SCENARIO_MODULES, generate_shard, generate_table
 from fraudgen.simulate.manifest import build_manifest

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraudgen.columnar import decimal_to_cents
 from fraudgen.request import GenerationRequest
-from fraudgen.schema import SCENARIOS, decimal_to_cents
+from fraudgen.schema import SCENARIOS
 from fraudgen.simulate.engine import generate_table
 from fraudgen.world import REPORTING_THRESHOLD
 

@@ -13,21 +13,17 @@ import pyarrow.compute as pc
 import pytest
 from pydantic import ValidationError
 
-from fraudgen.request import GenerationRequest
-from fraudgen.schema import (
-    TRANSACTION_SCHEMA,
-    Transaction,
+from fraudgen.columnar import (
     cents_text,
     cents_to_decimal,
     compute_signatures,
-    conform,
     decimal_to_cents,
     format_ids,
     format_timestamps_us,
-    models_to_table,
     sha256_hex,
-    table_to_models,
 )
+from fraudgen.request import GenerationRequest
+from fraudgen.schema import TRANSACTION_SCHEMA, Transaction, conform, models_to_table, table_to_models
 from fraudgen.simulate.engine import generate_table
 
 

@@ -245,7 +245,7 @@ def test_fraud_statistics_matches_pandas(fresh_db: str, make_batch) -> None:
 def test_binary_copy_round_trips_edge_values(fresh_db: str, make_batch) -> None:
     """The fast path's own numeric and inet encodings, read back by Postgres, for values the generator
     rarely or never emits: the smallest and largest amounts numeric(18,2) holds, round units, IPv6."""
-    from fraudgen.schema import cents_to_decimal
+    from fraudgen.columnar import cents_to_decimal
 
     _, manifest, table = make_batch(8, seed=13, files=1)
     cents = [1, 99, 100, 10_000, 123_456_789, 10**12, 999_999_999_999_999_999, 50]

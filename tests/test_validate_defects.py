@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from fraudgen.columnar import cents_to_decimal, compute_signatures, decimal_to_cents
 from fraudgen.request import GenerationRequest
-from fraudgen.schema import cents_to_decimal, compute_signatures, decimal_to_cents
 from fraudgen.simulate.engine import generate_table
 from fraudgen.validate.stage import GateConfig, drop_duplicates, validate_table
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraudgen.columnar import compute_signatures, decimal_to_cents
 from fraudgen.request import GenerationRequest
 from fraudgen.schema import (
     CARD_CHANNELS,
@@ -20,8 +21,6 @@ from fraudgen.schema import (
     MERCHANT_TYPES,
     SCENARIOS,
     TRANSACTION_TYPES,
-    compute_signatures,
-    decimal_to_cents,
 )
 from fraudgen.validate.rules import SCENARIO_TYPES
 from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, MCC_CODES, REPORTING_THRESHOLD

@@ -17,7 +17,7 @@ What the model learns: label, case position, type, channel, status, amount, curr
 of week (or gap) and dispute delay. What the codec fills deterministically (never modelled, never seen by
 the model): every identifier (transaction/user/account/card/merchant/counterparty/device/case ids via the
 world helpers and the id scramble), IPs, coordinates, the calendar date and sub-minute time, batch/tenant,
-``source`` and the signature (``schema.compute_signatures``). For the lossless round trip those values
+``source`` and the signature (``columnar.compute_signatures``). For the lossless round trip those values
 travel in a *context* table beside the lines; at generation time :mod:`fraudgen.llm.fill` draws them.
 """
 
@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraudgen.columnar import cents_to_decimal, compute_signatures, decimal_to_cents
 from fraudgen.llm import vocab as V
 from fraudgen.schema import (
     CHANNELS,
@@ -38,10 +39,7 @@ from fraudgen.schema import (
     STATUSES,
     TRANSACTION_SCHEMA,
     TRANSACTION_TYPES,
-    cents_to_decimal,
-    compute_signatures,
     conform,
-    decimal_to_cents,
 )
 from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, MCC_CODES
 

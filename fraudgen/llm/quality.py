@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraudgen.columnar import decimal_to_cents
 from fraudgen.llm.codec import DAY_US, HOUR_US, MINUTE_US, _codes
-from fraudgen.schema import CHANNELS, SCENARIOS, STATUSES, TRANSACTION_TYPES, decimal_to_cents
+from fraudgen.schema import CHANNELS, SCENARIOS, STATUSES, TRANSACTION_TYPES
 from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, MCC_CODES
 
 CATEGORICAL = ("label", "ttype", "channel", "status", "currency", "country", "mcc")

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import structlog
 from pydantic import BaseModel, Field
 
+from fraudgen.columnar import format_ids
 from fraudgen.llm import vocab as V
 from fraudgen.llm.checks import row_failures
 from fraudgen.llm.codec import LineFields, from_tokens
@@ -31,7 +32,7 @@ from fraudgen.llm.grammar import Dfa, build_dfa
 from fraudgen.llm.model import LoadedModel, load_model
 from fraudgen.llm.quality import dcr, exact_copies, fidelity, row_features
 from fraudgen.request import GenerationRequest
-from fraudgen.schema import COLUMNS, SCENARIOS, TRANSACTION_SCHEMA, format_ids
+from fraudgen.schema import COLUMNS, SCENARIOS, TRANSACTION_SCHEMA
 from fraudgen.simulate.engine import generate_shard, shard_context, transaction_prefix
 from fraudgen.simulate.frame import IdContext, frame_to_arrow
 from fraudgen.simulate.manifest import ShardSpec, build_manifest, world_seed

@@ -11,12 +11,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pyarrow as pa
 
-from fraudgen.schema import (
-    CHANNELS,
-    SCENARIOS,
-    STATUSES,
-    TRANSACTION_SCHEMA,
-    TRANSACTION_TYPES,
+from fraudgen.columnar import (
     _field_view,
     _string_array,
     cents_text,
@@ -28,6 +23,7 @@ from fraudgen.schema import (
     sha256_hex,
     signature_messages,
 )
+from fraudgen.schema import CHANNELS, SCENARIOS, STATUSES, TRANSACTION_SCHEMA, TRANSACTION_TYPES
 from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, ID_PREFIX, ID_WIDTH, MCC_CODES, scramble
 
 TYPE = {name: i for i, name in enumerate(TRANSACTION_TYPES)}

@@ -34,7 +34,8 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fraudgen.schema import SCHEMA_VERSION, TRANSACTION_SCHEMA, amount_text, format_timestamps_us
+from fraudgen.columnar import amount_text, format_timestamps_us
+from fraudgen.schema import SCHEMA_VERSION, TRANSACTION_SCHEMA
 from fraudgen.sinks.signing import KEY_ID_HEADER, SIGNATURE_HEADER, binary_values, sign_values
 
 log = structlog.get_logger(__name__)

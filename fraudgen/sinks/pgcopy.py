@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraudgen.schema import TRANSACTION_SCHEMA, decimal_to_cents
+from fraudgen.columnar import decimal_to_cents
+from fraudgen.schema import TRANSACTION_SCHEMA
 
 #: microseconds between the Unix epoch and Postgres' epoch (2000-01-01 UTC)
 PG_EPOCH_US = 946_684_800_000_000

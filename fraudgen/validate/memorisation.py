@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fraudgen.schema import compute_signatures, conform
+from fraudgen.columnar import compute_signatures
+from fraudgen.schema import conform
 from fraudgen.validate.hashing import signature_prefixes, sorted_unique
 from fraudgen.validate.schema_checks import check_block
 from fraudgen.validate.summary import BlockSummary

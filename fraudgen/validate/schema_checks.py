@@ -15,15 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraudgen.schema import (
-    CHANNELS,
-    SCENARIOS,
-    STATUSES,
-    TRANSACTION_SCHEMA,
-    TRANSACTION_TYPES,
-    compute_signatures,
-    conform,
-)
+from fraudgen.columnar import compute_signatures
+from fraudgen.schema import CHANNELS, SCENARIOS, STATUSES, TRANSACTION_SCHEMA, TRANSACTION_TYPES, conform
 from fraudgen.validate.hashing import as_array, signature_prefixes
 from fraudgen.validate.iso import ISO_3166_ALPHA2, ISO_4217
 from fraudgen.validate.summary import BlockSummary
