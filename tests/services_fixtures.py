@@ -1,6 +1,6 @@
 """Session fixtures that start real Postgres, Kafka-protocol and S3-protocol servers (see the sinks issue).
 
-Built on fraudgen/devservices.py (the same code as ``fraudgen dev up``): each server binds 127.0.0.1 on a
+Built on fraudgen/devservices/ (the same code as ``fraudgen dev up``): each server binds 127.0.0.1 on a
 free port, is started lazily by the first test that asks for it and stopped at session end by the pid this
 session started. Also ``make_batch``: writes a batch in the pipeline's layout
 (``<root>/batch_id=<id>/part-NNNNN.parquet`` + manifest.json) from the rule engine, without Ray.
