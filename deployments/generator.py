@@ -31,6 +31,11 @@ IDEMPOTENCY_PREFIX = "_idempotency"
 PERSIST_SINKS = ("postgres", "kafka")
 
 
+def public_llm_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The part of an LLM sampling report that API answers show (:data:`LLM_REPORT_FIELDS`)."""
+    return {k: v for k, v in report.items() if k in LLM_REPORT_FIELDS}
+
+
 @dataclass(frozen=True)
 class GenerateCall:
     """One accepted ``POST /v1/generator/generate`` as every backend layer hands it on (the app, the local
@@ -122,7 +127,7 @@ class GeneratorService:
             if isinstance(sampled, Outcome):
                 return sampled
             table, report = sampled
-            extra["llm"] = {k: v for k, v in report.items() if k in LLM_REPORT_FIELDS}
+            extra["llm"] = public_llm_report(report)
         return Outcome(200, preview_body(request, table, **extra))
 
     def _sample_llm(
@@ -233,7 +238,7 @@ class GeneratorService:
             "status_url": f"/v1/generator/batches/{result.batch_id}",
         }
         if llm_report is not None:
-            body["llm"] = {k: v for k, v in llm_report.items() if k in LLM_REPORT_FIELDS}
+            body["llm"] = public_llm_report(llm_report)
         return Outcome(200, body)
 
     def resolve_sinks(self, asked: list[str] | None) -> set[str] | Outcome:

@@ -159,23 +159,30 @@ def _pair_chargebacks(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return partner, implied
 
 
+def category_codes(table: pa.Table) -> dict[str, np.ndarray]:
+    """The categorical fields the model writes, as integer codes (``label``: 0 legit, else scenario + 1);
+    an unknown value fails naming its column. Shared by the codec and the quality checks."""
+    return {
+        "label": _codes(table.column("fraud_scenario"), SCENARIOS, "fraud_scenario") + 1,
+        "ttype": _codes(table.column("transaction_type"), TRANSACTION_TYPES, "transaction_type"),
+        "channel": _codes(table.column("channel"), CHANNELS, "channel"),
+        "status": _codes(table.column("status"), STATUSES, "status"),
+        "currency": _codes(table.column("currency"), CURRENCY_CODES, "currency"),
+        "country": _codes(table.column("country"), COUNTRY_CODES, "country"),
+        "mcc": _codes(table.column("merchant_category"), MCC_CODES, "merchant_category"),
+    }
+
+
 def encode_table(table: pa.Table) -> Encoded:
     """Split a contract table into model lines and deterministic context (vectorised, no per-row loop)."""
     table = conform(table)
     n = table.num_rows
     ts = pc.cast(table.column("timestamp"), pa.int64()).to_numpy()
-    scenario = _codes(table.column("fraud_scenario"), SCENARIOS, "fraud_scenario")
     df = pd.DataFrame(
         {
             "ts": ts,
             "cents": decimal_to_cents(table.column("amount")),
-            "ttype": _codes(table.column("transaction_type"), TRANSACTION_TYPES, "transaction_type"),
-            "channel": _codes(table.column("channel"), CHANNELS, "channel"),
-            "status": _codes(table.column("status"), STATUSES, "status"),
-            "currency": _codes(table.column("currency"), CURRENCY_CODES, "currency"),
-            "country": _codes(table.column("country"), COUNTRY_CODES, "country"),
-            "mcc": _codes(table.column("merchant_category"), MCC_CODES, "merchant_category"),
-            "label": scenario + 1,
+            **category_codes(table),
             "lat": table.column("latitude").to_numpy(),
             "lon": table.column("longitude").to_numpy(),
         }

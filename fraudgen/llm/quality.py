@@ -18,9 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraudgen.columnar import decimal_to_cents
-from fraudgen.llm.codec import DAY_US, HOUR_US, MINUTE_US, _codes
-from fraudgen.schema import CHANNELS, SCENARIOS, STATUSES, TRANSACTION_TYPES
-from fraudgen.world import COUNTRY_CODES, CURRENCY_CODES, MCC_CODES
+from fraudgen.llm.codec import DAY_US, HOUR_US, MINUTE_US, category_codes
 
 CATEGORICAL = ("label", "ttype", "channel", "status", "currency", "country", "mcc")
 
@@ -28,13 +26,7 @@ CATEGORICAL = ("label", "ttype", "channel", "status", "currency", "country", "mc
 def row_features(table: pa.Table) -> dict[str, np.ndarray]:
     ts = pc.cast(table.column("timestamp"), pa.int64()).to_numpy()
     return {
-        "label": _codes(table.column("fraud_scenario"), SCENARIOS, "fraud_scenario") + 1,
-        "ttype": _codes(table.column("transaction_type"), TRANSACTION_TYPES, "transaction_type"),
-        "channel": _codes(table.column("channel"), CHANNELS, "channel"),
-        "status": _codes(table.column("status"), STATUSES, "status"),
-        "currency": _codes(table.column("currency"), CURRENCY_CODES, "currency"),
-        "country": _codes(table.column("country"), COUNTRY_CODES, "country"),
-        "mcc": _codes(table.column("merchant_category"), MCC_CODES, "merchant_category"),
+        **category_codes(table),
         "cents": decimal_to_cents(table.column("amount")),
         "week_minute": ((ts // DAY_US + 3) % 7) * 1440 + (ts % DAY_US) // MINUTE_US,
         "hour": (ts % DAY_US) // HOUR_US,

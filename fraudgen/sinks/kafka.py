@@ -94,8 +94,8 @@ def json_values(table: pa.Table) -> pa.Array:
 
     One ``binary_join_element_wise`` pass writes each row from the columns and the literal text between
     them (field names, quotes, commas) held as broadcast scalars; only nullable string columns get their
-    own pre-pass (quoted value or ``null``). About 1 µs per row instead of 2–3.5 µs for joining one
-    intermediate array per field.
+    own pre-pass (quoted value or ``null``). Measured ~1.5 µs per row, against ~2.4 µs when each field was
+    joined into its own intermediate array first.
     """
     pieces: list[pa.Array | pa.Scalar] = []
     literal = ""

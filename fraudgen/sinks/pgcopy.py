@@ -50,6 +50,11 @@ _NUMERIC_NEG = 0x4000
 _INET4, _INET6 = 2, 3
 
 
+def copy_statement(table: str, columns: tuple[str, ...]) -> str:
+    """``COPY table (columns…) FROM STDIN (FORMAT BINARY)`` for one of the row layouts above."""
+    return f"COPY {table} (" + ", ".join(f'"{c}"' for c in columns) + ") FROM STDIN (FORMAT BINARY)"
+
+
 def _be(values: np.ndarray, dtype: str) -> np.ndarray:
     """Values as big-endian bytes, one row per value."""
     return np.ascontiguousarray(values.astype(dtype)).view(np.uint8).reshape(values.shape[0], -1)

@@ -72,14 +72,8 @@ _INSERT = (
     + ", ".join(_SELECT.get(c, c) for c in _TARGET)
     + " FROM fg_stage ON CONFLICT (transaction_id) DO NOTHING"
 )
-_COPY_STAGE = (
-    "COPY fg_stage (" + ", ".join(f'"{c}"' for c in pgcopy.STAGE_COLUMNS) + ") FROM STDIN (FORMAT BINARY)"
-)
-_COPY_TARGET = (
-    "COPY synthetic_transactions ("
-    + ", ".join(f'"{c}"' for c in pgcopy.TARGET_COLUMNS)
-    + ") FROM STDIN (FORMAT BINARY)"
-)
+_COPY_STAGE = pgcopy.copy_statement("fg_stage", pgcopy.STAGE_COLUMNS)
+_COPY_TARGET = pgcopy.copy_statement("synthetic_transactions", pgcopy.TARGET_COLUMNS)
 ENCODE_CHUNK_ROWS = 100_000
 
 
