@@ -22,6 +22,8 @@ from fraudgen.request import GenerationRequest
 from fraudgen.simulate.engine import generate_shard
 from fraudgen.simulate.manifest import build_manifest
 
+from machine import stamp  # bench/machine.py: the machine's speed of the moment, on every line
+
 
 def in_memory(request: GenerationRequest) -> dict[str, Any]:
     """Rows per second of ``generate_shard`` on this process's one core, for ``request.rows`` rows."""
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         result.update(MEASUREMENTS[name](request))
     result["peak_rss_mib"] = peak_rss_mib()
-    print(json.dumps(result))
+    print(json.dumps(stamp(result)))
     return 0
 
 

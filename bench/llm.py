@@ -17,6 +17,8 @@ import statistics
 import tempfile
 import time
 
+from machine import stamp  # bench/machine.py: the machine's speed of the moment, on every line
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -89,7 +91,7 @@ def main() -> None:
         else:
             out["gpu"] = None
             out["note"] = "no GPU lent: GPU throughput, 4-bit load and LoRA step not measured"
-    print(json.dumps(out, sort_keys=True))
+    print(json.dumps(stamp(out), sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ Starts its own Postgres 15 and tansu broker (fraudgen.devservices), writes one b
 The ``*_persist`` benches start Ray first (``ray_init_s``, not timed): they time what ``fraudgen persist``
 does with Ray up (actor start-up, per-file reads of the Parquet parts, the final checks).
 
+Every line also carries ``server_cpu_s`` (the broker's or the database's CPU during the measurement, via
+psutil over its process tree) and, where the client runs in this process, ``cpu_us_per_row_total``: what
+one row costs this machine in client plus server CPU, whatever else shares the cores. With the servers on
+the same two cores as the client, ``rows_per_s`` can never exceed ``2 / cpu_us_per_row_total`` rows per µs.
+``calibration`` (bench/machine.py) says how fast the VM was at the time.
+
 Targets (issue 5): Kafka ≥ 200,000 tx/s (seed: 5,000), Postgres ≥ 200,000 rows/s.
 Usage: python bench/sinks.py [--rows 1000000] [--files 4] [--pool 2] [--only kafka_publish,...]
 """
@@ -27,16 +33,17 @@ Usage: python bench/sinks.py [--rows 1000000] [--files 4] [--pool 2] [--only kaf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -51,14 +58,56 @@ from fraudgen.sinks import postgres as pgs
 from fraudgen.sinks.persist import persist_batch
 from fraudgen.sinks.store import read_batch
 
+from machine import stamp  # bench/machine.py: the machine's speed of the moment, on every line
+
 KEY = os.urandom(32).hex()
 
 
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants, including reaped ones (a server's
+    exited backends); 0 when there is no such process."""
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = child.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+class ServerCpu:
+    """CPU that a server (broker, database) spent during a ``with`` block: ``seconds`` after exit."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.seconds = pid, 0.0
+
+    def __enter__(self) -> ServerCpu:
+        self._start = tree_cpu_s(self.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = tree_cpu_s(self.pid) - self._start
+
+
 def emit(
-    name: str, rows: int, seconds: float, target: int | None, cpu_s: float | None = None, **extra: object
+    name: str,
+    rows: int,
+    seconds: float,
+    target: int | None,
+    cpu_s: float | None = None,
+    server_cpu_s: float | None = None,
+    **extra: object,
 ) -> None:
-    """One JSON line. ``client_cpu_s`` is the CPU of this process only (in-process benches): with the load
-    average it tells a contended run (other jobs on the box) from a slow implementation."""
+    """One JSON line. ``client_cpu_s`` is the CPU of this process only (in-process benches), and
+    ``server_cpu_s`` that of the broker or database; their sum per row is what a sink costs this machine
+    whatever else runs on it, so ``rows_per_total_cpu_s`` is the rate one free core would give (the
+    servers share these two cores with the client here)."""
     rate = rows / seconds
     line: dict[str, object] = {
         "bench": name,
@@ -78,7 +127,12 @@ def emit(
     if cpu_s:
         line["client_cpu_s"] = round(cpu_s, 3)
         line["rows_per_client_cpu_s"] = round(rows / cpu_s)
-    print(json.dumps(line), flush=True)
+    if server_cpu_s:
+        line["server_cpu_s"] = round(server_cpu_s, 3)
+    if cpu_s and server_cpu_s:
+        line["cpu_us_per_row_total"] = round((cpu_s + server_cpu_s) / rows * 1e6, 2)
+        line["rows_per_total_cpu_s"] = round(rows / (cpu_s + server_cpu_s))
+    print(json.dumps(stamp(line)), flush=True)
 
 
 def bench_s3_write(directory: Path, manifest: dict, rows: int) -> None:
@@ -99,18 +153,21 @@ def bench_s3_write(directory: Path, manifest: dict, rows: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         # the pipeline writes one part per Ray task, several at once: upload the parts concurrently too
-        rounds = []
+        rounds: list[tuple[float, float, float]] = []  # (seconds, client CPU, server CPU)
         for attempt in range(3):
             keyed = [(f"r{attempt}/{name}", data) for name, data in parts]
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-                list(pool.map(lambda part: store.write_bytes(*part), keyed))
-            rounds.append(time.perf_counter() - started)
-        seconds = statistics.median(rounds)
-        each = [round(total / r / 1e6, 1) for r in rounds]
-        emit("s3_write", rows, seconds, 0, mb_per_s=round(total / seconds / 1e6, 1), target_mb_per_s=100,
-             seed_target_mb_per_s=50, megabytes=round(total / 1e6, 1), sse="AES256",
-             concurrent_uploads=len(parts), rounds_mb_per_s=each)  # fmt: skip
+            with ServerCpu(server.proc.pid if server.proc else None) as server_cpu:
+                started, cpu = time.perf_counter(), time.process_time()
+                with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+                    list(pool.map(lambda part: store.write_bytes(*part), keyed))
+                rounds.append((time.perf_counter() - started, time.process_time() - cpu, 0.0))
+            rounds[-1] = (*rounds[-1][:2], server_cpu.seconds)
+        seconds, cpu, server_s = sorted(rounds)[len(rounds) // 2]  # the median round
+        each = [round(total / r[0] / 1e6, 1) for r in rounds]
+        emit("s3_write", rows, seconds, 0, cpu, server_s, mb_per_s=round(total / seconds / 1e6, 1),
+             target_mb_per_s=100, seed_target_mb_per_s=50, megabytes=round(total / 1e6, 1), sse="AES256",
+             concurrent_uploads=len(parts), rounds_mb_per_s=each,
+             mb_per_total_cpu_s=round(total / (cpu + server_s) / 1e6, 1))  # fmt: skip
     finally:
         server.destroy()
 
@@ -212,16 +269,11 @@ def main() -> int:
                 ks.ensure_topics(broker.bootstrap, partitions=6, topics=("bench_publish", "bench_persist"))
             if "kafka_publish" in wanted:
                 publisher = ks.TransactionPublisher(broker.bootstrap, KEY.encode(), "k1", "bench_publish")
-                started, cpu = time.perf_counter(), time.process_time()
-                publisher.publish_table(table, batch_id)
-                emit(
-                    "kafka_publish",
-                    args.rows,
-                    time.perf_counter() - started,
-                    200_000,
-                    time.process_time() - cpu,
-                    processes=1,
-                )
+                with ServerCpu(broker.proc.pid if broker.proc else None) as server:
+                    started, cpu = time.perf_counter(), time.process_time()
+                    publisher.publish_table(table, batch_id)
+                    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+                emit("kafka_publish", args.rows, seconds, 200_000, cpu, server.seconds, processes=1)
             if "kafka_persist" in wanted:
                 settings = Settings(
                     kafka_bootstrap_servers=broker.bootstrap,
@@ -229,10 +281,12 @@ def main() -> int:
                     kafka_topic_events="bench_persist",
                     persist_pool_size=args.pool,
                 )
-                started = time.perf_counter()
-                result = persist_batch(str(root), batch_id, settings, {"kafka"})["kafka"]
+                with ServerCpu(broker.proc.pid if broker.proc else None) as server:
+                    started = time.perf_counter()
+                    result = persist_batch(str(root), batch_id, settings, {"kafka"})["kafka"]
+                    seconds = time.perf_counter() - started
                 assert result.state == "done", result.error
-                emit("kafka_persist", args.rows, time.perf_counter() - started, 200_000, actors=args.pool)
+                emit("kafka_persist", args.rows, seconds, 200_000, None, server.seconds, actors=args.pool)
             if wanted & {"postgres_load", "postgres_load_parallel", "postgres_persist"}:
                 pg.start()
                 pgs.migrate(pg.dsn)
@@ -241,22 +295,29 @@ def main() -> int:
                 tables = [pq.read_table(p) for p in paths]
             if "postgres_load" in wanted:
                 with pgs.connect(pg.dsn) as conn:
-                    started, cpu = time.perf_counter(), time.process_time()
-                    loaded = sum(pgs.load_parquet_file(conn, t, batch_id) for t in tables)
-                    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+                    with ServerCpu(pg.pid) as server:
+                        started, cpu = time.perf_counter(), time.process_time()
+                        loaded = sum(pgs.load_parquet_file(conn, t, batch_id) for t in tables)
+                        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
                     conn.execute("TRUNCATE synthetic_transactions")
                     conn.commit()
                 assert loaded == args.rows
-                emit("postgres_load", args.rows, seconds, 200_000, cpu, connections=1)
+                emit("postgres_load", args.rows, seconds, 200_000, cpu, server.seconds, connections=1)
             if "postgres_load_parallel" in wanted:
-                seconds = _parallel_load(pg.dsn, tables, batch_id, args.pool)
-                emit("postgres_load_parallel", args.rows, seconds, 200_000, connections=args.pool)
+                with ServerCpu(pg.pid) as server:
+                    cpu = time.process_time()
+                    seconds = _parallel_load(pg.dsn, tables, batch_id, args.pool)
+                    cpu = time.process_time() - cpu
+                emit("postgres_load_parallel", args.rows, seconds, 200_000, cpu, server.seconds,
+                     connections=args.pool)  # fmt: skip
             if "postgres_persist" in wanted:
                 settings = Settings(postgres_dsn=pg.dsn, persist_pool_size=args.pool)
-                started = time.perf_counter()
-                result = persist_batch(str(root), batch_id, settings, {"postgres"})["postgres"]
+                with ServerCpu(pg.pid) as server:
+                    started = time.perf_counter()
+                    result = persist_batch(str(root), batch_id, settings, {"postgres"})["postgres"]
+                    seconds = time.perf_counter() - started
                 assert result.state == "done", result.error
-                emit("postgres_persist", args.rows, time.perf_counter() - started, 200_000, actors=args.pool)
+                emit("postgres_persist", args.rows, seconds, 200_000, None, server.seconds, actors=args.pool)
             if "s3_write" in wanted:
                 bench_s3_write(root / f"batch_id={batch_id}", manifest, args.rows)
         finally:

@@ -21,6 +21,8 @@ from fraudgen.config import Settings
 from fraudgen.devservices import KafkaBroker
 from fraudgen.stream import KafkaSink, Stream, StreamConfig, ray_source
 
+from machine import stamp  # bench/machine.py: the machine's speed of the moment, on every line
+
 
 def run_at(rate: float, seconds: float, settings: Settings, actors: int, topic: str) -> dict[str, Any]:
     config = StreamConfig(rate=rate, duration_s=seconds, chunk_rows=max(50_000, int(rate)), seed=1)
@@ -66,19 +68,21 @@ def main() -> None:
         broker.destroy()
     print(
         json.dumps(
-            {
-                "benchmark": "stream_kafka",
-                "date": datetime.now(UTC).date().isoformat(),
-                "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-                "load_avg_1m": round(os.getloadavg()[0], 2),
-                "actors": args.actors,
-                "sustained_rate": held["achieved_rate"] if held else 0.0,
-                "sustained_worst_lag_s": held["worst_lag_s"] if held else None,
-                "sustained_seconds": held["seconds"] if held else 0.0,
-                "target": 100_000,
-                "seed_target": 5_000,
-                "probes": probes,
-            }
+            stamp(
+                {
+                    "benchmark": "stream_kafka",
+                    "date": datetime.now(UTC).date().isoformat(),
+                    "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "actors": args.actors,
+                    "sustained_rate": held["achieved_rate"] if held else 0.0,
+                    "sustained_worst_lag_s": held["worst_lag_s"] if held else None,
+                    "sustained_seconds": held["seconds"] if held else 0.0,
+                    "target": 100_000,
+                    "seed_target": 5_000,
+                    "probes": probes,
+                }
+            )
         )
     )
 

@@ -27,6 +27,8 @@ from fraudgen.request import GenerationRequest
 from fraudgen.simulate.engine import generate_shard
 from fraudgen.simulate.manifest import build_manifest
 
+from machine import stamp  # bench/machine.py: the machine's speed of the moment, on every line
+
 
 def write_batch(rows: int, seed: int, directory: str) -> str:
     request = GenerationRequest(rows=rows, seed=seed, batch_id="bench-validate")
@@ -126,28 +128,30 @@ def main() -> None:
         cpu_seconds = runs[best][1]["total"]
     print(
         json.dumps(
-            {
-                "bench": "validate",
-                "rows": args.rows,
-                "mode": args.mode,
-                "cpus": os.cpu_count(),
-                "seconds": round(seconds, 2),
-                "rows_per_s": round(args.rows / seconds),
-                "target_rows_per_s": 1_000_000,
-                "cpu_seconds": round(cpu_seconds, 2),
-                "rows_per_cpu_s": round(args.rows / cpu_seconds),
-                "rows_per_s_at_2_cores": round(2 * args.rows / cpu_seconds),
-                "runs_seconds": [round(r[0], 2) for r in runs],
-                "runs_cpu_seconds": [{k: round(v, 2) for k, v in r[1].items()} for r in runs],
-                "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                "tree_peak_rss_mib": round(max(r[2] for r in runs) / 2**20),
-                "target_peak_rss_mib": 3072,
-                "passed": report.passed,
-                "failures": [f.gate for f in report.failures],
-                "generate_s": round(generate_s, 1),
-                "load_average_1m_before": [round(r[3], 2) for r in runs],
-                "load_average_1m": round(os.getloadavg()[0], 2),
-            }
+            stamp(
+                {
+                    "bench": "validate",
+                    "rows": args.rows,
+                    "mode": args.mode,
+                    "cpus": os.cpu_count(),
+                    "seconds": round(seconds, 2),
+                    "rows_per_s": round(args.rows / seconds),
+                    "target_rows_per_s": 1_000_000,
+                    "cpu_seconds": round(cpu_seconds, 2),
+                    "rows_per_cpu_s": round(args.rows / cpu_seconds),
+                    "rows_per_s_at_2_cores": round(2 * args.rows / cpu_seconds),
+                    "runs_seconds": [round(r[0], 2) for r in runs],
+                    "runs_cpu_seconds": [{k: round(v, 2) for k, v in r[1].items()} for r in runs],
+                    "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                    "tree_peak_rss_mib": round(max(r[2] for r in runs) / 2**20),
+                    "target_peak_rss_mib": 3072,
+                    "passed": report.passed,
+                    "failures": [f.gate for f in report.failures],
+                    "generate_s": round(generate_s, 1),
+                    "load_average_1m_before": [round(r[3], 2) for r in runs],
+                    "load_average_1m": round(os.getloadavg()[0], 2),
+                }
+            )
         )
     )
 
