@@ -3,70 +3,58 @@
 Each shard is one Ray Data block and one task: it generates its rows with its own seeds, summarises them
 for validation, writes ``part-NNNNN.parquet`` (or ``.csv``) and returns only metadata, so memory stays
 bounded by (workers × one shard) however many rows are asked for. The driver merges the summaries,
-applies the validation gates, writes the report and ``manifest.json``, and publishes the batch.
+applies the validation gates, writes the report and ``manifest.json``, and publishes the batch: those
+rules, shared with in-process and exported batches, live in :mod:`fraudgen.publish`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import pickle
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import structlog
 from pydantic import BaseModel
 
-from fraudgen import __version__
 from fraudgen.config import Settings
+
+# the batch models and publication rules live in fraudgen.publish; these names stay importable from here
+from fraudgen.publish import (
+    BatchExistsError,
+    BatchResult,
+    FileEntry,
+    FileFormat,
+    GateFailedError,
+    batch_fingerprint,
+    batch_sha256,
+    finalize_batch,
+    prepare_output,
+    read_manifest,
+    shard_record,
+)
 from fraudgen.request import GenerationRequest
-from fraudgen.schema import SCHEMA_VERSION
 from fraudgen.simulate.manifest import ShardSpec, build_manifest
-from fraudgen.sinks.store import MANIFEST, Store, StoreError, batch_prefix, open_store
+from fraudgen.sinks.store import Store, open_store
 
-log = structlog.get_logger(__name__)
-
-FileFormat = Literal["parquet", "csv"]
-
-
-class BatchExistsError(StoreError):
-    """The batch id is already published with different content."""
-
-
-class GateFailedError(RuntimeError):
-    """Validation gates failed; the batch was not published as complete."""
-
-    def __init__(self, message: str, result: BatchResult) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-class FileEntry(BaseModel):
-    path: str
-    rows: int
-    fraud_rows: int
-    sha256: str
-    bytes: int
-
-
-class BatchResult(BaseModel):
-    batch_id: str
-    location: str
-    manifest_uri: str
-    rows: int
-    fraud_rows: int
-    files: list[FileEntry]
-    batch_sha256: str
-    seconds: float
-    reused: bool = False
-    published: bool = True
-    validation: dict[str, Any] | None = None
-    llm: dict[str, Any] | None = None
+__all__ = [
+    "BatchExistsError",
+    "BatchResult",
+    "FileEntry",
+    "FileFormat",
+    "GateFailedError",
+    "LlmOptions",
+    "batch_fingerprint",
+    "batch_sha256",
+    "encode_table",
+    "export_table",
+    "generate_batch_inprocess",
+    "read_manifest",
+    "run_generation",
+    "write_shard",
+]
 
 
 def encode_table(table: pa.Table, fmt: FileFormat, compression: str = "snappy") -> bytes:
@@ -125,20 +113,7 @@ def write_shard(
     data = encode_table(table, fmt, compression)
     name = f"{spec.name}.{fmt}"
     store.write_bytes(f"{prefix}/{name}", data)
-    fraud_rows = int(pa.compute.sum(table.column("is_fraud")).as_py() or 0)
-    entry = FileEntry(
-        path=name,
-        rows=table.num_rows,
-        fraud_rows=fraud_rows,
-        sha256=hashlib.sha256(data).hexdigest(),
-        bytes=len(data),
-    )
-    return {
-        "index": spec.index,
-        "entry": entry.model_dump_json(),
-        "summary": pickle.dumps(summary),
-        "llm": json.dumps(llm_report),
-    }
+    return shard_record(spec.index, name, table, data, summary, llm_report)
 
 
 def _shard_task(
@@ -153,24 +128,6 @@ def _shard_task(
         for spec in batch["spec"]
     ]
     return {key: [r[key] for r in results] for key in ("index", "entry", "summary", "llm")}
-
-
-def batch_sha256(batch_id: str, rows: int, files: list[FileEntry]) -> str:
-    """SHA256 over the canonical JSON of the manifest's content part (ids, counts, per-file hashes)."""
-    body = {
-        "batch_id": batch_id,
-        "schema_version": SCHEMA_VERSION,
-        "rows": rows,
-        "files": [f.model_dump() for f in sorted(files, key=lambda f: f.path)],
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def read_manifest(store: Store, batch_id: str) -> dict[str, Any] | None:
-    key = f"{batch_prefix(batch_id)}/{MANIFEST}"
-    if not store.exists(key):
-        return None
-    return dict(json.loads(store.read_bytes(key)))
 
 
 def run_generation(
@@ -195,7 +152,7 @@ def run_generation(
     if request.engine == "llm" and llm is None:
         raise ValueError("engine llm: a model directory is required (--model or FRAUDGEN_LLM_MODEL_DIR)")
     started = time.perf_counter()
-    store, final, reused = _prepare(request, settings, out_uri, fmt, started, llm)
+    store, final, reused = prepare_output(request, settings, out_uri, fmt, started, llm)
     if reused is not None:
         return reused
     specs = build_manifest(request)
@@ -231,7 +188,7 @@ def run_generation(
         if staging != final:
             store.delete_prefix(staging)
         raise
-    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
+    return finalize_batch(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
 
 
 def generate_batch_inprocess(
@@ -244,7 +201,7 @@ def generate_batch_inprocess(
 ) -> BatchResult:
     """The same batch without Ray: for API-sized requests (≤ 100k rows) where task start-up would dominate."""
     started = time.perf_counter()
-    store, final, reused = _prepare(request, settings, out_uri, fmt, started, llm)
+    store, final, reused = prepare_output(request, settings, out_uri, fmt, started, llm)
     if reused is not None:
         return reused
     staging = store.staging_prefix(final)
@@ -257,150 +214,7 @@ def generate_batch_inprocess(
         if staging != final:
             store.delete_prefix(staging)
         raise
-    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
-
-
-def batch_fingerprint(request: GenerationRequest, llm: LlmOptions | None) -> str:
-    """The identity of a batch's content: the request, plus the model and adapter for the LLM engine."""
-    if request.engine != "llm" or llm is None:
-        return request.fingerprint()
-    model = {"model_dir": llm.model_dir, "adapter": llm.adapter}
-    return hashlib.sha256(f"{request.fingerprint()}|{json.dumps(model, sort_keys=True)}".encode()).hexdigest()
-
-
-def _prepare(
-    request: GenerationRequest,
-    settings: Settings,
-    out_uri: str | None,
-    fmt: FileFormat,
-    started: float,
-    llm: LlmOptions | None = None,
-) -> tuple[Store, str, BatchResult | None]:
-    """Open and check the output; return the existing result when the same batch is already published."""
-    store = open_store(out_uri or settings.output_uri)
-    store.check_writable()
-    batch_id = request.resolved_batch_id
-    final = batch_prefix(batch_id)
-    existing = read_manifest(store, batch_id)
-    if existing is None:
-        return store, final, None
-    if existing.get("fingerprint") != batch_fingerprint(request, llm) or existing.get("format") != fmt:
-        where = store.uri(final)
-        raise BatchExistsError(f"batch_id {batch_id!r} already exists at {where} with other content")
-    log.info("batch already published; reusing it", batch_id=batch_id)
-    return store, final, _result_from_manifest(store, existing, time.perf_counter() - started)
-
-
-def _finalize(
-    store: Store,
-    staging: str,
-    final: str,
-    request: GenerationRequest,
-    fmt: FileFormat,
-    shards: list[dict[str, Any]],
-    settings: Settings,
-    allow_failed: bool,
-    started: float,
-    llm: LlmOptions | None = None,
-) -> BatchResult:
-    """Merge shard summaries, apply the gates, write report and manifest, publish (or quarantine)."""
-    from fraudgen.validate.report import write_report
-    from fraudgen.validate.stage import GateConfig, evaluate, merge
-
-    shards = sorted(shards, key=lambda shard: int(shard["index"]))
-    files = [FileEntry.model_validate_json(shard["entry"]) for shard in shards]
-    batch_id = request.resolved_batch_id
-    rows = sum(f.rows for f in files)
-    if rows != request.rows:
-        raise RuntimeError(f"shards produced {rows} rows, expected {request.rows}")
-    fraud_rows = sum(f.fraud_rows for f in files)
-    summary = merge(pickle.loads(shard["summary"]) for shard in shards)
-    report = evaluate(
-        summary,
-        GateConfig.from_settings(settings),
-        expected_fraud_rate=request.fraud_rate,
-        expected_mix=request.normalised_mix() or None,
-    )
-    _write_report_files(store, staging, report, summary, write_report)
-    digest = batch_sha256(batch_id, rows, files)
-    manifest = {
-        "batch_id": batch_id,
-        "tenant_id": request.tenant_id,
-        "schema_version": SCHEMA_VERSION,
-        "format": fmt,
-        "rows": rows,
-        "fraud_rows": fraud_rows,
-        "files": [f.model_dump() for f in files],
-        "batch_sha256": digest,
-        "fingerprint": batch_fingerprint(request, llm),
-        "request": request.model_dump(mode="json"),
-        "generator": f"fraudgen {__version__}",
-        "validation": {"passed": report.passed, "failures": [f.model_dump() for f in report.failures]},
-    }
-    llm_reports = [json.loads(shard["llm"]) for shard in shards if shard.get("llm") not in (None, "null")]
-    if llm_reports:
-        manifest["llm"] = _merge_llm_reports(llm_reports)
-    publish = report.passed or allow_failed
-    target = final if publish else f"_failed/{final}"
-    if not publish and staging == final:
-        # S3 has no rename: a failed batch keeps its parts but gets no manifest.json (never looks complete)
-        store.write_bytes(f"{staging}/FAILED.json", json.dumps(manifest, indent=2).encode())
-    else:
-        store.write_bytes(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
-        store.publish(staging, target)
-    result = BatchResult(
-        batch_id=batch_id,
-        location=store.uri(target),
-        manifest_uri=store.uri(f"{target}/{MANIFEST}"),
-        rows=rows,
-        fraud_rows=fraud_rows,
-        files=files,
-        batch_sha256=digest,
-        seconds=time.perf_counter() - started,
-        published=publish,
-        validation=json.loads(report.to_json()),
-        llm=manifest.get("llm"),
-    )
-    log.info("batch written", batch_id=batch_id, rows=rows, location=result.location, passed=report.passed)
-    if not publish:
-        reasons = "; ".join(f.message for f in report.failures)
-        raise GateFailedError(f"validation gates failed for batch {batch_id}: {reasons}", result)
-    return result
-
-
-def _merge_llm_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Validity before fallback, fallbacks by reason and copies over the whole batch."""
-    from fraudgen.llm.sample import LlmReport
-
-    merged = LlmReport.model_validate(reports[0])
-    for report in reports[1:]:
-        merged = merged.merge(LlmReport.model_validate(report))
-    return merged.model_dump(mode="json")
-
-
-def _write_report_files(store: Store, prefix: str, report: Any, summary: Any, write_report: Any) -> None:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory(prefix="fraudgen-report-") as tmp:
-        for path in write_report(report, summary, tmp):
-            store.write_bytes(f"{prefix}/{Path(path).name}", Path(path).read_bytes())
-
-
-def _result_from_manifest(store: Store, manifest: dict[str, Any], seconds: float) -> BatchResult:
-    prefix = batch_prefix(manifest["batch_id"])
-    return BatchResult(
-        batch_id=manifest["batch_id"],
-        location=store.uri(prefix),
-        manifest_uri=store.uri(f"{prefix}/{MANIFEST}"),
-        rows=manifest["rows"],
-        fraud_rows=manifest["fraud_rows"],
-        files=[FileEntry.model_validate(f) for f in manifest["files"]],
-        batch_sha256=manifest["batch_sha256"],
-        seconds=seconds,
-        reused=True,
-        validation=manifest.get("validation"),
-    )
+    return finalize_batch(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
 
 
 def export_table(
@@ -423,7 +237,7 @@ def export_table(
     started = time.perf_counter()
     if table.num_rows != request.rows:
         raise ValueError(f"table has {table.num_rows} rows, the request asks for {request.rows}")
-    store, final, reused = _prepare(request, settings, out_uri, fmt, started, llm)
+    store, final, reused = prepare_output(request, settings, out_uri, fmt, started, llm)
     if reused is not None:
         return reused
     staging = store.staging_prefix(final)
@@ -436,21 +250,11 @@ def export_table(
             data = encode_table(part, fmt, settings.parquet_compression)
             name = f"{spec.name}.{fmt}"
             store.write_bytes(f"{staging}/{name}", data)
-            entry = FileEntry(
-                path=name,
-                rows=part.num_rows,
-                fraud_rows=int(pa.compute.sum(part.column("is_fraud")).as_py() or 0),
-                sha256=hashlib.sha256(data).hexdigest(),
-                bytes=len(data),
-            )
             summary = summarise_block(part, (request.start, request.end), seed=spec.index)
             report = llm_report if not shards else None  # the whole table's report, carried once
-            shards.append(
-                {"index": spec.index, "entry": entry.model_dump_json(), "summary": pickle.dumps(summary),
-                 "llm": json.dumps(report)}
-            )  # fmt: skip
+            shards.append(shard_record(spec.index, name, part, data, summary, report))
     except Exception:
         if staging != final:
             store.delete_prefix(staging)
         raise
-    return _finalize(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
+    return finalize_batch(store, staging, final, request, fmt, shards, settings, allow_failed, started, llm)
