@@ -20,6 +20,7 @@ from fraudgen.cli_common import (
     console,
     fail,
     load_settings,
+    notice,
     out,
     parse_mix,
     parse_time,
@@ -189,7 +190,7 @@ def _publish_request_event(
             settings.kafka_topic_requests,
         )
     except KafkaSinkError as exc:
-        console.print(f"[yellow]warning:[/] {exc}", highlight=False)
+        notice("warning", "yellow", str(exc))
 
 
 def _parse_sinks(value: str | None) -> set[str]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from fraudgen.config import Settings, get_settings
 from fraudgen.request import GenerationRequest, parse_scenario_mix
@@ -45,8 +46,17 @@ ConfigOption = Annotated[
 ]
 
 
+def notice(label: str, style: str, message: str) -> None:
+    """``label: message`` on stderr as one unwrapped line, the message never read as rich markup.
+
+    Rich would otherwise wrap at the terminal width (80 columns when stderr is a pipe), splitting a long
+    path or "is not writable" across lines for anyone who greps the output, and would swallow ``[...]`` in
+    a message as markup."""
+    console.print(Text.assemble((f"{label}:", style), " ", message), soft_wrap=True, highlight=False)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    notice("error", "bold red", message)
     raise typer.Exit(code)
 
 

@@ -54,6 +54,17 @@ def test_generate_rejects_unwritable_output(tmp_path: Path) -> None:
     assert "--out" in result.stderr and "not writable" in result.stderr
 
 
+def test_errors_are_one_unwrapped_line_and_never_read_as_markup(tmp_path: Path) -> None:
+    blocker = tmp_path / "[bold]file"
+    blocker.write_text("not a directory")
+    target = blocker / ("deep-" * 30) / "out"  # far wider than any terminal
+    result = run("generate", "--rows", "100", "--out", str(target))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: --out:") and str(target) in lines[0] and "not writable" in lines[0]
+
+
 def test_preview_prints_valid_contract_rows_as_json() -> None:
     result = run("preview", "--rows", "25", "--seed", "3", "--fraud-rate", "0.5", "--json")
     assert result.returncode == 0, result.stderr
