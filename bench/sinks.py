@@ -116,9 +116,7 @@ def emit(
         "rows_per_s": round(rate),
         "target_rows_per_s": target,
         "meets_target": None if target is None else rate >= target,
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "machine": platform.node(),
+        "machine": platform.node(),  # stamp() adds the date, cores, load average and calibration
         **extra,
     }
     if "target_mb_per_s" in extra:  # a bandwidth benchmark: judged in MB/s, not rows/s
