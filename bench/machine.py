@@ -12,7 +12,9 @@ depend on this project's code (so they do not move when our code gets faster):
 * ``numpy_sort_mkeys_per_s``: numpy sorting int64 keys (vectorised generation and validation).
 
 ``speed_index`` is their geometric mean relative to :data:`REFERENCE`, the values measured on the
-development VM on 2026-12-01 (index 1.0). A figure measured at index 1.6 is expected to be ~1.6x today's.
+development VM early on 2026-12-01 (index 1.0). It says how fast the machine was, not how a bench
+will behave: a CPU-bound single process tracks it, a run that contends with servers on the same cores may
+not (Kafka publish gave 71k tx/s at both 0.96 and 0.66); read it with the load average.
 Each workload is timed best-of-three (~1 s in all), once per process, when the bench script imports this
 module: before its own work starts, so the figure tells the machine's speed, not the bench's own load.
 """

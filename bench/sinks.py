@@ -158,8 +158,8 @@ def bench_s3_write(directory: Path, manifest: dict, rows: int) -> None:
                 started, cpu = time.perf_counter(), time.process_time()
                 with ThreadPoolExecutor(max_workers=len(parts)) as pool:
                     list(pool.map(lambda part: store.write_bytes(*part), keyed))
-                rounds.append((time.perf_counter() - started, time.process_time() - cpu, 0.0))
-            rounds[-1] = (*rounds[-1][:2], server_cpu.seconds)
+                seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            rounds.append((seconds, cpu, server_cpu.seconds))
         seconds, cpu, server_s = sorted(rounds)[len(rounds) // 2]  # the median round
         each = [round(total / r[0] / 1e6, 1) for r in rounds]
         emit("s3_write", rows, seconds, 0, cpu, server_s, mb_per_s=round(total / seconds / 1e6, 1),
