@@ -87,9 +87,26 @@ def test_ray_actor_fan_out_gives_the_same_sequence(ray_session: None) -> None:
 def test_rate_is_honoured_and_can_change_mid_stream() -> None:
     sink = Collect()
     stream = Stream(StreamConfig(rate=4_000, duration_s=6, chunk_rows=20_000), sink)
-    threading.Timer(3.0, stream.set_rate, args=(8_000,)).start()
+    changed_at: list[float] = []
+
+    def double_the_rate_three_seconds_in() -> None:
+        # the schedule starts when the first chunk is ready, not when run() is called: on a slow machine
+        # generating that chunk takes a noticeable part of a second, so time the change from the schedule
+        while stream.stats.chunks == 0:
+            time.sleep(0.005)
+        time.sleep(max(0.0, stream.stats.started + 3.0 - time.monotonic()))
+        changed_at.append(time.monotonic())
+        stream.set_rate(8_000)
+
+    changer = threading.Thread(target=double_the_rate_three_seconds_in, daemon=True)
+    changer.start()
     stats = stream.run()
-    expected = 3 * 4_000 + 3 * 8_000
+    changer.join(timeout=5)
+    # what a perfect pacer would have sent, given when the change really happened (a loaded machine may
+    # oversleep the 3 s): 4k/s before it, 8k/s after it, until the 6 s duration
+    before = changed_at[0] - stats.started
+    expected = before * 4_000 + (6 - before) * 8_000
+    assert 2.5 < before < 4.0
     assert abs(stats.sent - expected) <= 0.05 * expected, stats.summary()
     with pytest.raises(ValueError, match="rate"):
         stream.set_rate(0)
