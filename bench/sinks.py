@@ -154,7 +154,7 @@ def bench_s3_write(directory: Path, manifest: dict, rows: int) -> None:
         rounds: list[tuple[float, float, float]] = []  # (seconds, client CPU, server CPU)
         for attempt in range(3):
             keyed = [(f"r{attempt}/{name}", data) for name, data in parts]
-            with ServerCpu(server.proc.pid if server.proc else None) as server_cpu:
+            with ServerCpu(server.pid) as server_cpu:
                 started, cpu = time.perf_counter(), time.process_time()
                 with ThreadPoolExecutor(max_workers=len(parts)) as pool:
                     list(pool.map(lambda part: store.write_bytes(*part), keyed))
@@ -267,7 +267,7 @@ def main() -> int:
                 ks.ensure_topics(broker.bootstrap, partitions=6, topics=("bench_publish", "bench_persist"))
             if "kafka_publish" in wanted:
                 publisher = ks.TransactionPublisher(broker.bootstrap, KEY.encode(), "k1", "bench_publish")
-                with ServerCpu(broker.proc.pid if broker.proc else None) as server:
+                with ServerCpu(broker.pid) as server:
                     started, cpu = time.perf_counter(), time.process_time()
                     publisher.publish_table(table, batch_id)
                     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -279,7 +279,7 @@ def main() -> int:
                     kafka_topic_events="bench_persist",
                     persist_pool_size=args.pool,
                 )
-                with ServerCpu(broker.proc.pid if broker.proc else None) as server:
+                with ServerCpu(broker.pid) as server:
                     started = time.perf_counter()
                     result = persist_batch(str(root), batch_id, settings, {"kafka"})["kafka"]
                     seconds = time.perf_counter() - started

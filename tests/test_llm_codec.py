@@ -7,9 +7,10 @@ import pyarrow.compute as pc
 import pytest
 
 from fraudgen.llm import vocab as V
-from fraudgen.llm.codec import decode_table, encode_table, from_text, from_tokens, to_text, to_tokens
+from fraudgen.llm.codec import decode_table, encode_table
 from fraudgen.llm.grammar import build_dfa, learn_grammar
 from fraudgen.llm.model import PSEUDONYMISED, pseudonymise
+from fraudgen.llm.tokens import from_text, from_tokens, to_text, to_tokens
 from fraudgen.request import GenerationRequest
 from fraudgen.schema import SCENARIOS, TRANSACTION_TYPES
 from fraudgen.simulate.engine import generate_table

@@ -39,6 +39,11 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (what benches measure the server's CPU by)."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def start(self) -> str:
         if not self.port:
             self.port = free_ports(1)[0]

@@ -39,6 +39,11 @@ class S3Server:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports[3]}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (what benches measure the server's CPU by)."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def info(self) -> dict[str, str]:
         return {
             "endpoint_url": self.endpoint_url,

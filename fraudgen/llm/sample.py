@@ -26,11 +26,12 @@ from pydantic import BaseModel, Field
 from fraudgen.columnar import format_ids
 from fraudgen.llm import vocab as V
 from fraudgen.llm.checks import row_failures
-from fraudgen.llm.codec import LineFields, from_tokens
+from fraudgen.llm.codec import LineFields
 from fraudgen.llm.fill import fill
 from fraudgen.llm.grammar import Dfa, build_dfa
 from fraudgen.llm.model import LoadedModel, load_model
 from fraudgen.llm.quality import dcr, exact_copies, fidelity, row_features
+from fraudgen.llm.tokens import from_tokens
 from fraudgen.request import GenerationRequest
 from fraudgen.schema import COLUMNS, SCENARIOS, TRANSACTION_SCHEMA
 from fraudgen.simulate.engine import generate_shard, shard_context, transaction_prefix
@@ -152,7 +153,7 @@ class LlmEngine:
 
     def sample_text(self, scenario: str, n: int, seed: int = 0) -> list[str]:
         """``n`` raw lines for one prompt (``legit`` or a scenario name) — for inspection and previews."""
-        from fraudgen.llm.codec import to_text, to_tokens
+        from fraudgen.llm.tokens import to_text, to_tokens
 
         labels = np.full(n, V.label_index(scenario), np.int64)
         lines, _ = self.sample_lines(labels, seed, GenerationRequest(rows=max(n, 1)))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import structlog
 
 from fraudgen.llm import vocab as V
-from fraudgen.llm.codec import encode_table, to_text, to_tokens
+from fraudgen.llm.codec import encode_table
 from fraudgen.llm.grammar import learn_grammar
 from fraudgen.llm.model import (
     check_adapter_name,
@@ -37,6 +37,7 @@ from fraudgen.llm.model import (
 )
 from fraudgen.llm.quality import reference_arrays
 from fraudgen.llm.tokenizer import token_ids
+from fraudgen.llm.tokens import to_text, to_tokens
 
 log = structlog.get_logger(__name__)
 
