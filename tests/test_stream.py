@@ -112,6 +112,19 @@ def test_rate_is_honoured_and_can_change_mid_stream() -> None:
         stream.set_rate(0)
 
 
+class SlowFlush(Collect):
+    def flush(self) -> None:
+        time.sleep(1.0)
+
+
+def test_a_slow_final_flush_is_reported_apart_from_the_rate() -> None:
+    stats = Stream(StreamConfig(rate=4_000, duration_s=2, chunk_rows=20_000), SlowFlush()).run()
+    summary = stats.summary()
+    assert summary["flush_s"] >= 1.0
+    assert abs(summary["seconds"] - 2) < 0.2, summary
+    assert abs(summary["achieved_rate"] - 4_000) <= 200, summary
+
+
 def test_a_slow_sink_bounds_memory_instead_of_buffering() -> None:
     calls: list[int] = []
     config = StreamConfig(rate=1_000_000, duration_s=3, chunk_rows=5_000)
@@ -191,6 +204,7 @@ def test_twenty_seconds_at_5000_per_second_to_kafka(kafka_bootstrap: str) -> Non
     assert proc.returncode == 0, err[-3000:]
     summary = _summary(err)
     assert abs(summary["achieved_rate"] - 5000) <= 250, summary
+    assert abs(summary["seconds"] - 20) < 0.5 and summary["flush_s"] >= 0, summary
     events = consume(kafka_bootstrap, "stream_rate", verify=True, hmac_keys={"stream": HMAC_KEY.encode()},
                      keep_records=True)  # fmt: skip
     assert events.rejected == 0
