@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from fraudgen.config import Settings
@@ -36,7 +34,13 @@ def run_at(rate: float, seconds: float, settings: Settings, actors: int, topic: 
     local = settings.model_copy(update={"kafka_topic_events": topic})
     stats = Stream(config, KafkaSink(local, f"bench-{int(rate)}"), source).run(progress=watch)
     summary = stats.summary()
-    summary.update(target_rate=rate, worst_lag_s=round(max(worst["lag"], summary["lag_s"]), 3))
+    # a bench counts what reached the broker: the final flush belongs to the sustained rate
+    delivered = summary["sent"] / max(summary["seconds"] + summary["flush_s"], 1e-9)
+    summary.update(
+        target_rate=rate,
+        worst_lag_s=round(max(worst["lag"], summary["lag_s"]), 3),
+        delivered_rate=round(delivered, 1),
+    )
     return summary
 
 
@@ -59,8 +63,9 @@ def main() -> None:
         best = 0.0
         for rate in (float(r) for r in args.rates.split(",")):
             probe = run_at(rate, args.probe, settings, args.actors, f"probe_{int(rate)}")
-            probes.append({k: probe[k] for k in ("target_rate", "achieved_rate", "worst_lag_s")})
-            if probe["worst_lag_s"] >= 1.0 or probe["achieved_rate"] < 0.95 * rate:
+            keys = ("target_rate", "achieved_rate", "delivered_rate", "worst_lag_s")
+            probes.append({k: probe[k] for k in keys})
+            if probe["worst_lag_s"] >= 1.0 or probe["delivered_rate"] < 0.95 * rate:
                 break
             best = rate
         held = run_at(best, args.duration, settings, args.actors, "held") if best else None
@@ -71,11 +76,10 @@ def main() -> None:
             stamp(
                 {
                     "benchmark": "stream_kafka",
-                    "date": datetime.now(UTC).date().isoformat(),
-                    "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "machine": platform.node(),  # stamp() adds the date, cores, load average and calibration
                     "actors": args.actors,
-                    "sustained_rate": held["achieved_rate"] if held else 0.0,
+                    "sustained_rate": held["delivered_rate"] if held else 0.0,
+                    "sustained_paced_rate": held["achieved_rate"] if held else 0.0,
                     "sustained_worst_lag_s": held["worst_lag_s"] if held else None,
                     "sustained_seconds": held["seconds"] if held else 0.0,
                     "target": 100_000,
