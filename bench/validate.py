@@ -133,7 +133,6 @@ def main() -> None:
                     "bench": "validate",
                     "rows": args.rows,
                     "mode": args.mode,
-                    "cpus": os.cpu_count(),
                     "seconds": round(seconds, 2),
                     "rows_per_s": round(args.rows / seconds),
                     "target_rows_per_s": 1_000_000,
@@ -149,7 +148,6 @@ def main() -> None:
                     "failures": [f.gate for f in report.failures],
                     "generate_s": round(generate_s, 1),
                     "load_average_1m_before": [round(r[3], 2) for r in runs],
-                    "load_average_1m": round(os.getloadavg()[0], 2),
                 }
             )
         )
