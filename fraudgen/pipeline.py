@@ -53,6 +53,7 @@ __all__ = [
     "generate_batch_inprocess",
     "read_manifest",
     "run_generation",
+    "store_shard",
     "write_shard",
 ]
 
@@ -106,9 +107,23 @@ def write_shard(
     llm: LlmOptions | None = None,
 ) -> dict[str, Any]:
     """Generate, summarise and write one shard; returns its manifest entry and validation summary."""
+    table, llm_report = generate_rows(request, spec, llm)
+    return store_shard(table, request, spec, store, prefix, fmt, compression, llm_report)
+
+
+def store_shard(
+    table: pa.Table,
+    request: GenerationRequest,
+    spec: ShardSpec,
+    store: Store,
+    prefix: str,
+    fmt: FileFormat,
+    compression: str,
+    llm_report: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Summarise and write one shard's rows, however they were made (generated here or handed in)."""
     from fraudgen.validate.stage import summarise_block
 
-    table, llm_report = generate_rows(request, spec, llm)
     summary = summarise_block(table, (request.start, request.end), seed=spec.index)
     data = encode_table(table, fmt, compression)
     name = f"{spec.name}.{fmt}"
@@ -232,8 +247,6 @@ def export_table(
     shard size, in manifest order, as ``generate_llm_table`` concatenates it), per-part validation
     summaries, gates, report, ``manifest.json`` and publication (or quarantine). ``llm`` names the model
     and adapter (they are part of the batch fingerprint); ``llm_report`` lands in the manifest."""
-    from fraudgen.validate.stage import summarise_block
-
     started = time.perf_counter()
     if table.num_rows != request.rows:
         raise ValueError(f"table has {table.num_rows} rows, the request asks for {request.rows}")
@@ -247,12 +260,10 @@ def export_table(
         for spec in build_manifest(request):
             part = table.slice(offset, spec.rows)
             offset += spec.rows
-            data = encode_table(part, fmt, settings.parquet_compression)
-            name = f"{spec.name}.{fmt}"
-            store.write_bytes(f"{staging}/{name}", data)
-            summary = summarise_block(part, (request.start, request.end), seed=spec.index)
             report = llm_report if not shards else None  # the whole table's report, carried once
-            shards.append(shard_record(spec.index, name, part, data, summary, report))
+            shards.append(
+                store_shard(part, request, spec, store, staging, fmt, settings.parquet_compression, report)
+            )
     except Exception:
         if staging != final:
             store.delete_prefix(staging)
